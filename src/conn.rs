@@ -1,0 +1,255 @@
+//! One proxied connection's shared state: its log, how each side ended, and the
+//! byte counts, behind one mutex that both relay threads take for every record.
+//!
+//! Taking the timestamp and writing the record under the same lock is what makes
+//! time order equal file order. The state also decides which events get recorded:
+//! once a side's error has torn the connection down, the sibling thread's wake-up
+//! (an EOF or an error caused by the teardown itself) records nothing, so `err`
+//! stays the last record.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::index::{End, Entry};
+use crate::log::{Clock, Event, LogWriter, Micros, Side};
+
+/// How one side of the connection has ended so far.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Ending {
+    Open,
+    Hup,
+    /// The OS error text.
+    Err(String),
+}
+
+/// A connection being proxied and recorded.
+#[derive(Debug)]
+pub struct Conn {
+    /// The connection number, `N` in its log's name.
+    pub n: u64,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The log's path, for messages.
+    pub log_path: PathBuf,
+    start_unix_us: u64,
+    clock: Clock,
+    state: Mutex<State>,
+}
+
+#[derive(Debug)]
+struct State {
+    /// `None` once recording has stopped for this connection (a failed write, or
+    /// netrecord stopping).
+    log: Option<LogWriter>,
+    log_error: Option<String>,
+    upstream: Option<SocketAddr>,
+    start: Micros,
+    bytes: [u64; 2],
+    ended: [Ending; 2],
+    /// An `err` ended the connection; nothing more is recorded.
+    torn_down: bool,
+    /// The index line has been written (by the connection's end or by netrecord
+    /// stopping, whichever came first).
+    reported: bool,
+}
+
+/// What [`Conn::record`] tells the relay.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Recorded {
+    /// Go on: forward the bytes, or finish the half-close.
+    Go,
+    /// The connection is being torn down or netrecord is stopping: stop quietly.
+    Stop,
+}
+
+impl Conn {
+    /// Starts a connection's record with `c <time> con`.
+    pub fn open(n: u64, client: SocketAddr, log: LogWriter, clock: Clock) -> io::Result<Conn> {
+        let log_path = log.path().to_path_buf();
+        let start_unix_us = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_micros() as u64);
+        let conn = Conn {
+            n,
+            client,
+            log_path,
+            start_unix_us,
+            clock,
+            state: Mutex::new(State {
+                log: Some(log),
+                log_error: None,
+                upstream: None,
+                start: Micros(0),
+                bytes: [0; 2],
+                ended: [Ending::Open, Ending::Open],
+                torn_down: false,
+                reported: false,
+            }),
+        };
+        {
+            let mut state = conn.lock();
+            let now = clock.now();
+            state.start = now;
+            if let Some(log) = state.log.as_mut() {
+                log.append(Side::Client, now, Event::Con, b"")?;
+            }
+        }
+        Ok(conn)
+    }
+
+    /// The state, even if a thread panicked while holding it: the state is kept
+    /// consistent between statements, and losing the recording is worse.
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records that the connection to the server was made through `addr`.
+    pub fn set_upstream(&self, addr: SocketAddr) {
+        self.lock().upstream = Some(addr);
+    }
+
+    /// Records `payload` received from `side`; the caller forwards it only after
+    /// this returns [`Recorded::Go`], so every byte a peer receives is in the log.
+    pub fn data(&self, side: Side, payload: &[u8]) -> Recorded {
+        let mut state = self.lock();
+        if state.torn_down || state.reported {
+            return Recorded::Stop;
+        }
+        state.bytes[side.index()] += payload.len() as u64;
+        self.append(&mut state, side, Event::Data(payload.len()), payload);
+        Recorded::Go
+    }
+
+    /// Records that `side` hung up (closed its sending half).
+    pub fn hup(&self, side: Side) -> Recorded {
+        let mut state = self.lock();
+        if state.torn_down || state.reported {
+            return Recorded::Stop;
+        }
+        state.ended[side.index()] = Ending::Hup;
+        self.append(&mut state, side, Event::Hup, b"");
+        Recorded::Go
+    }
+
+    /// Records that `side`'s connection failed. Returns [`Recorded::Go`] if this is
+    /// the first failure, and the caller must tear the whole connection down;
+    /// [`Recorded::Stop`] if it already was (the error is the teardown's echo).
+    pub fn err(&self, side: Side, error: &io::Error) -> Recorded {
+        let mut state = self.lock();
+        if state.torn_down || state.reported {
+            return Recorded::Stop;
+        }
+        state.torn_down = true;
+        state.ended[side.index()] = Ending::Err(error.to_string());
+        self.append(&mut state, side, Event::Err, b"");
+        Recorded::Go
+    }
+
+    /// Appends a record stamped now. A failed write stops recording for this
+    /// connection (the writer has already cut the log back to whole records) but
+    /// not the traffic.
+    fn append(&self, state: &mut State, side: Side, event: Event, payload: &[u8]) {
+        let Some(log) = state.log.as_mut() else { return };
+        if let Err(e) = log.append(side, self.clock.now(), event, payload) {
+            let msg = format!("failed to write log {}: {e}", self.log_path.display());
+            eprintln!(
+                "netrecord: #{}: {msg}; recording stopped for this connection, traffic still flows",
+                self.n
+            );
+            state.log = None;
+            state.log_error = Some(msg);
+        }
+    }
+
+    /// Ends recording and returns the connection's index entry, once: when both
+    /// relay threads are done, or when netrecord stops first (then the sides that
+    /// have not ended are `open`). Later calls return `None`. Because this takes
+    /// the lock, no record is half-written when it returns.
+    pub fn report(&self) -> Option<Entry> {
+        let mut state = self.lock();
+        if state.reported {
+            return None;
+        }
+        state.reported = true;
+        state.log = None;
+        let end = self.clock.now();
+        let side_end = |e: &Ending| match e {
+            Ending::Open => (End::Open, None),
+            Ending::Hup => (End::Hup, None),
+            Ending::Err(text) => (End::Err, Some(text.clone())),
+        };
+        let (client_end, client_error) = side_end(&state.ended[0]);
+        let (server_end, server_error) = side_end(&state.ended[1]);
+        Some(Entry {
+            conn: self.n,
+            log: self.log_path.clone(),
+            client: self.client,
+            upstream: state.upstream,
+            start_unix_us: self.start_unix_us,
+            start_us: state.start.0,
+            end_us: end.0,
+            client_bytes: state.bytes[0],
+            server_bytes: state.bytes[1],
+            client_end,
+            client_error,
+            server_end,
+            server_error,
+            log_error: state.log_error.clone(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::Reader;
+
+    fn open_conn(dir: &std::path::Path) -> Conn {
+        let mut next = 1;
+        let (n, log) = LogWriter::create_next(&dir.join("rec"), &mut next).unwrap();
+        Conn::open(n, "127.0.0.1:1234".parse().unwrap(), log, Clock::start()).unwrap()
+    }
+
+    #[test]
+    fn nothing_is_recorded_after_the_first_err() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_conn(dir.path());
+        assert_eq!(conn.data(Side::Client, b"hello"), Recorded::Go);
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        assert_eq!(conn.err(Side::Server, &reset), Recorded::Go);
+        assert_eq!(conn.err(Side::Client, &reset), Recorded::Stop);
+        assert_eq!(conn.hup(Side::Client), Recorded::Stop);
+        assert_eq!(conn.data(Side::Server, b"late"), Recorded::Stop);
+        let entry = conn.report().unwrap();
+        assert_eq!((entry.client_end, entry.server_end), (End::Open, End::Err));
+        assert_eq!(entry.client_bytes, 5);
+        assert!(conn.report().is_none(), "reported once");
+        let events: Vec<_> = Reader::open(&conn.log_path)
+            .unwrap()
+            .map(|r| r.map(|r| (r.side, r.event)))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            events,
+            vec![
+                (Side::Client, Event::Con),
+                (Side::Client, Event::Data(5)),
+                (Side::Server, Event::Err)
+            ]
+        );
+    }
+
+    #[test]
+    fn stop_reports_open_sides_and_ends_recording() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_conn(dir.path());
+        conn.hup(Side::Client);
+        let entry = conn.report().unwrap();
+        assert_eq!((entry.client_end, entry.server_end), (End::Hup, End::Open));
+        assert_eq!(conn.data(Side::Server, b"x"), Recorded::Stop);
+        assert!(conn.report().is_none());
+    }
+}

@@ -1,0 +1,177 @@
+//! The run index: `<root>_index.jsonl`, one JSON line per connection, written when
+//! the connection ends.
+//!
+//! A log holds only what crossed the connection and when; the index holds what the
+//! log format has no room for: the peers' addresses, the wall-clock start, and why
+//! each side ended. `netrecord pcap` reads it to give packets real addresses and
+//! times. The file is opened for append and each line is written with one `write`,
+//! so lines from connections ending at the same moment never interleave, and a
+//! restart with the same root adds to the index instead of replacing it.
+//!
+//! A line looks like (wrapped here):
+//!
+//! ```text
+//! {"conn":1,"log":"/tmp/rec_1","client":"127.0.0.1:50312","upstream":"127.0.0.1:6379",
+//!  "start_unix_us":1795710633123456,"start_us":104,"end_us":1204602,
+//!  "client_bytes":6,"server_bytes":7,"client_end":"hup","client_error":null,
+//!  "server_end":"hup","server_error":null,"log_error":null}
+//! ```
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use anyhow::Context;
+use serde::{Deserialize, Serialize};
+
+/// How one side of a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum End {
+    /// It closed its sending half.
+    Hup,
+    /// Its connection failed; the entry's `*_error` says why.
+    Err,
+    /// Still open when netrecord stopped.
+    Open,
+}
+
+/// One connection's line in the index.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Entry {
+    /// The connection number: the `N` of its log `<root>_N`.
+    pub conn: u64,
+    /// The log file's path as netrecord created it.
+    pub log: PathBuf,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The upstream address the connection used; `null` if none could be reached.
+    pub upstream: Option<SocketAddr>,
+    /// When the connection was accepted, in microseconds since the Unix epoch.
+    pub start_unix_us: u64,
+    /// When it was accepted, on the log's clock (the `con` record's time).
+    pub start_us: u64,
+    /// When it ended (or netrecord stopped), on the log's clock.
+    pub end_us: u64,
+    /// Bytes the client sent through netrecord.
+    pub client_bytes: u64,
+    /// Bytes the server sent through netrecord.
+    pub server_bytes: u64,
+    pub client_end: End,
+    /// The OS error text when `client_end` is `err`.
+    pub client_error: Option<String>,
+    pub server_end: End,
+    /// The OS error text when `server_end` is `err` (e.g. why the connect failed).
+    pub server_error: Option<String>,
+    /// Why recording stopped early for this connection (e.g. the disk filled up).
+    pub log_error: Option<String>,
+}
+
+/// The index file's path for a log root: `<root>_index.jsonl`.
+pub fn index_path(root: &Path) -> PathBuf {
+    let mut name = root.as_os_str().to_owned();
+    name.push("_index.jsonl");
+    PathBuf::from(name)
+}
+
+/// The index, open for append, shared by every connection of a run.
+#[derive(Debug)]
+pub struct IndexWriter {
+    file: Mutex<File>,
+    path: PathBuf,
+}
+
+impl IndexWriter {
+    /// Opens (creating if needed, mode 0600) the index for `root`.
+    pub fn open(root: &Path) -> io::Result<IndexWriter> {
+        let path = index_path(root);
+        let file = OpenOptions::new()
+            .append(true)
+            .create(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)?;
+        Ok(IndexWriter {
+            file: Mutex::new(file),
+            path,
+        })
+    }
+
+    /// The index file's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one entry as one line, in one write.
+    pub fn append(&self, entry: &Entry) -> io::Result<()> {
+        let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
+        line.push(b'\n');
+        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        file.write_all(&line)
+    }
+}
+
+/// Reads every entry of an index file. A last line cut short (netrecord was killed
+/// while writing it) is ignored; any other bad line is an error naming its number.
+pub fn read_index(path: &Path) -> anyhow::Result<Vec<Entry>> {
+    let file = File::open(path).with_context(|| format!("failed to open index {}", path.display()))?;
+    let mut entries = Vec::new();
+    let mut lines = BufReader::new(file).split(b'\n').enumerate().peekable();
+    while let Some((i, line)) = lines.next() {
+        let line = line.with_context(|| format!("failed to read index {}", path.display()))?;
+        if line.is_empty() {
+            continue;
+        }
+        match serde_json::from_slice(&line) {
+            Ok(entry) => entries.push(entry),
+            Err(e) if e.is_eof() && lines.peek().is_none() => break,
+            Err(e) => anyhow::bail!("bad line {} in index {}: {e}", i + 1, path.display()),
+        }
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(conn: u64) -> Entry {
+        Entry {
+            conn,
+            log: PathBuf::from(format!("/tmp/rec_{conn}")),
+            client: "127.0.0.1:50312".parse().unwrap(),
+            upstream: Some("[::1]:6379".parse().unwrap()),
+            start_unix_us: 1_795_710_633_123_456,
+            start_us: 104,
+            end_us: 1_204_602,
+            client_bytes: 6,
+            server_bytes: 7,
+            client_end: End::Hup,
+            client_error: None,
+            server_end: End::Err,
+            server_error: Some("Connection reset by peer (os error 104)".into()),
+            log_error: None,
+        }
+    }
+
+    #[test]
+    fn entries_round_trip_and_a_cut_last_line_is_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let index = IndexWriter::open(&root).unwrap();
+        index.append(&entry(1)).unwrap();
+        index.append(&entry(2)).unwrap();
+        let text = std::fs::read_to_string(index.path()).unwrap();
+        assert!(
+            text.starts_with(r#"{"conn":1,"log":"/tmp/rec_1","client":"127.0.0.1:50312","upstream":"[::1]:6379","#)
+        );
+        assert_eq!(read_index(index.path()).unwrap(), vec![entry(1), entry(2)]);
+        std::fs::write(index.path(), &text[..text.len() - 10]).unwrap();
+        assert_eq!(read_index(index.path()).unwrap(), vec![entry(1)]);
+        std::fs::write(index.path(), format!("{{\"conn\":\n{text}")).unwrap();
+        assert!(read_index(index.path()).unwrap_err().to_string().contains("bad line 1"));
+    }
+}

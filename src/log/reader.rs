@@ -1,0 +1,621 @@
+//! Reading a log back as a stream of records, checking every invariant of the
+//! format on the way.
+//!
+//! The reader streams: it holds one record's payload at a time, so a log larger
+//! than memory reads fine. It tells apart a log that was cut short (the last record
+//! is incomplete: [`ReadError::Truncated`]) from one whose bytes break the format
+//! ([`ReadError::Corrupt`]), and both carry the byte offset of the record at fault.
+
+use std::fmt;
+use std::fs::File;
+use std::io::{self, BufRead, BufReader, Read};
+use std::path::Path;
+
+use super::writer::MAX_HEADER;
+use super::{Event, Micros, Side};
+
+/// One record's header, as read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Record {
+    /// Byte offset of the record's header line in the file.
+    pub offset: u64,
+    pub side: Side,
+    pub time: Micros,
+    pub event: Event,
+}
+
+/// Why reading stopped before a clean end of the log.
+#[derive(Debug)]
+pub enum ReadError {
+    /// The file ends inside a record: the recorder was killed or the disk filled.
+    /// Every record before `offset` is whole and valid.
+    Truncated { offset: u64, what: String },
+    /// The bytes at `offset` are not a valid record, or break an invariant.
+    Corrupt { offset: u64, what: String },
+    /// Reading the underlying file failed.
+    Io(io::Error),
+}
+
+impl fmt::Display for ReadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ReadError::Truncated { offset, what } => {
+                write!(f, "truncated record at byte {offset}: {what}")
+            }
+            ReadError::Corrupt { offset, what } => {
+                write!(f, "corrupt record at byte {offset}: {what}")
+            }
+            ReadError::Io(e) => write!(f, "read failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// What the records read so far add up to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Summary {
+    /// Records read, `con` included.
+    pub records: u64,
+    /// Payload bytes per side, indexed by [`Side::index`].
+    pub bytes: [u64; 2],
+    /// Whether each side has hung up, indexed by [`Side::index`].
+    pub hup: [bool; 2],
+    /// The side whose `err` ended the log, if one did.
+    pub err: Option<Side>,
+    /// Time of the first record (`con`).
+    pub first: Option<Micros>,
+    /// Time of the last record.
+    pub last: Option<Micros>,
+}
+
+impl Summary {
+    /// Whether the connection ended in the log: both sides hung up, or an `err`.
+    pub fn is_complete(&self) -> bool {
+        self.err.is_some() || (self.hup[0] && self.hup[1])
+    }
+
+    /// Time from the first record to the last.
+    pub fn duration(&self) -> Micros {
+        match (self.first, self.last) {
+            (Some(a), Some(b)) => Micros(b.0 - a.0),
+            _ => Micros(0),
+        }
+    }
+
+    /// How `side` ended: `"hup"`, `"err"`, or `"open"` if the log does not say.
+    pub fn ending(&self, side: Side) -> &'static str {
+        if self.err == Some(side) {
+            "err"
+        } else if self.hup[side.index()] {
+            "hup"
+        } else {
+            "open"
+        }
+    }
+
+    /// Checks that `rec` may follow the records summarised so far, and adds it.
+    fn admit(&mut self, rec: &Record) -> Result<(), String> {
+        if self.records == 0 && !(rec.side == Side::Client && rec.event == Event::Con) {
+            return Err("the first record is not `c <time> con`".into());
+        }
+        if self.records > 0 && rec.event == Event::Con {
+            return Err("`con` after the first record".into());
+        }
+        if let Some(side) = self.err {
+            return Err(format!("record after `{} err`", side.letter()));
+        }
+        if let Some(last) = self.last
+            && rec.time < last
+        {
+            return Err(format!("time goes backwards ({} after {})", rec.time, last));
+        }
+        let i = rec.side.index();
+        match rec.event {
+            Event::Con => {}
+            Event::Data(n) => {
+                if self.hup[i] {
+                    return Err(format!("{} data after `{} hup`", rec.side.name(), rec.side.letter()));
+                }
+                self.bytes[i] += n as u64;
+            }
+            Event::Hup => {
+                if self.hup[i] {
+                    return Err(format!("second `{} hup`", rec.side.letter()));
+                }
+                self.hup[i] = true;
+            }
+            Event::Err => self.err = Some(rec.side),
+        }
+        self.records += 1;
+        self.first.get_or_insert(rec.time);
+        self.last = Some(rec.time);
+        Ok(())
+    }
+}
+
+/// A streaming log reader over any byte source.
+pub struct Reader<R> {
+    inner: BufReader<R>,
+    /// Offset of the next record.
+    offset: u64,
+    line: Vec<u8>,
+    payload: Vec<u8>,
+    keep_payload: bool,
+    summary: Summary,
+    /// Set after the end or an error: nothing more is read.
+    done: bool,
+}
+
+/// Read buffer size: large enough that a log streams at disk speed.
+const BUFFER: usize = 256 * 1024;
+
+impl Reader<File> {
+    /// Opens a log file for reading.
+    pub fn open(path: &Path) -> io::Result<Reader<File>> {
+        Ok(Reader::new(File::open(path)?))
+    }
+}
+
+impl<R: Read> Reader<R> {
+    /// Reads a log from `inner`.
+    pub fn new(inner: R) -> Reader<R> {
+        Reader {
+            inner: BufReader::with_capacity(BUFFER, inner),
+            offset: 0,
+            line: Vec::with_capacity(MAX_HEADER),
+            payload: Vec::new(),
+            keep_payload: true,
+            summary: Summary::default(),
+            done: false,
+        }
+    }
+
+    /// With `false`, payloads are skipped instead of copied and [`Reader::payload`]
+    /// stays empty: for callers that only need headers and counts.
+    pub fn keep_payload(mut self, keep: bool) -> Self {
+        self.keep_payload = keep;
+        self
+    }
+
+    /// The payload of the last data record returned by [`Reader::next_record`].
+    pub fn payload(&self) -> &[u8] {
+        &self.payload
+    }
+
+    /// What the records read so far add up to.
+    pub fn summary(&self) -> &Summary {
+        &self.summary
+    }
+
+    /// Byte offset just past the last whole record read.
+    pub fn offset(&self) -> u64 {
+        self.offset
+    }
+
+    /// Reads the next record: `Ok(None)` at a clean end of the log (after a whole
+    /// record, or an empty file). After an error, every later call returns `Ok(None)`.
+    pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
+        if self.done {
+            return Ok(None);
+        }
+        let result = self.read_record();
+        if !matches!(result, Ok(Some(_))) {
+            self.done = true;
+        }
+        result
+    }
+
+    fn read_record(&mut self) -> Result<Option<Record>, ReadError> {
+        let offset = self.offset;
+        self.line.clear();
+        self.payload.clear();
+        (&mut self.inner)
+            .take(MAX_HEADER as u64)
+            .read_until(b'\n', &mut self.line)
+            .map_err(ReadError::Io)?;
+        let complete = self.line.last() == Some(&b'\n');
+        if self.line.is_empty() {
+            return Ok(None);
+        }
+        let text = if complete {
+            &self.line[..self.line.len() - 1]
+        } else {
+            &self.line[..]
+        };
+        let (side, time, event) = match parse_header(text, complete) {
+            Ok(parsed) => parsed,
+            Err(Problem::Invalid(what)) => return Err(ReadError::Corrupt { offset, what }),
+            Err(Problem::Incomplete) if self.line.len() >= MAX_HEADER => {
+                return Err(ReadError::Corrupt {
+                    offset,
+                    what: format!("header line longer than {} bytes", MAX_HEADER - 1),
+                });
+            }
+            Err(Problem::Incomplete) => {
+                return Err(ReadError::Truncated {
+                    offset,
+                    what: "the file ends inside the header line".into(),
+                });
+            }
+        };
+        let record = Record {
+            offset,
+            side,
+            time,
+            event,
+        };
+        self.summary
+            .admit(&record)
+            .map_err(|what| ReadError::Corrupt { offset, what })?;
+        let mut len = self.line.len() as u64;
+        if let Event::Data(n) = event {
+            let got = self.read_payload(n as u64)?;
+            if got < n as u64 {
+                return Err(ReadError::Truncated {
+                    offset,
+                    what: format!("the payload ends after {got} of {n} bytes"),
+                });
+            }
+            len += got;
+        }
+        self.offset += len;
+        Ok(Some(record))
+    }
+
+    /// Reads (or skips) up to `n` payload bytes and returns how many there were.
+    fn read_payload(&mut self, n: u64) -> Result<u64, ReadError> {
+        let mut take = (&mut self.inner).take(n);
+        if self.keep_payload {
+            // Reserve no more than a buffer's worth up front: a corrupt count must
+            // not allocate more than the file really holds.
+            self.payload.reserve((n as usize).min(BUFFER));
+            take.read_to_end(&mut self.payload).map_err(ReadError::Io)?;
+            Ok(self.payload.len() as u64)
+        } else {
+            io::copy(&mut take, &mut io::sink()).map_err(ReadError::Io)
+        }
+    }
+}
+
+impl<R: Read> Iterator for Reader<R> {
+    type Item = Result<Record, ReadError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.next_record().transpose()
+    }
+}
+
+/// Why a header did not parse.
+#[derive(Debug, PartialEq)]
+enum Problem {
+    /// The bytes so far are a valid start of a header, but it ends early.
+    Incomplete,
+    /// The bytes cannot be a header.
+    Invalid(String),
+}
+
+/// Parses a header line without its newline. With `complete == false` the line
+/// was cut short by the end of the input, and a valid prefix is `Incomplete`.
+fn parse_header(h: &[u8], complete: bool) -> Result<(Side, Micros, Event), Problem> {
+    let mut p = Parser { h, pos: 0, complete };
+    let side = match p.byte("a side (`c` or `s`)")? {
+        b'c' => Side::Client,
+        b's' => Side::Server,
+        other => return Err(p.invalid(format!("side is {:?}, not `c` or `s`", other as char))),
+    };
+    p.expect(b' ')?;
+    let secs = p.number("the time's seconds", 20)?;
+    p.expect(b'.')?;
+    let mut micros: u64 = 0;
+    for _ in 0..6 {
+        let d = p.byte("six digits of microseconds")?;
+        if !d.is_ascii_digit() {
+            return Err(p.invalid("the time needs exactly six digits after the dot".into()));
+        }
+        micros = micros * 10 + u64::from(d - b'0');
+    }
+    let time = secs
+        .checked_mul(1_000_000)
+        .and_then(|t| t.checked_add(micros))
+        .ok_or_else(|| Problem::Invalid("time out of range".into()))?;
+    p.expect(b' ')?;
+    let event = match p.peek("`con`, `hup`, `err` or a byte count")? {
+        b'0'..=b'9' => {
+            let n = p.number("the byte count", 20)?;
+            if n == 0 {
+                return Err(Problem::Invalid("byte count 0".into()));
+            }
+            Event::Data(usize::try_from(n).map_err(|_| Problem::Invalid("byte count out of range".into()))?)
+        }
+        _ => p.word()?,
+    };
+    if p.pos < h.len() {
+        return Err(Problem::Invalid(format!(
+            "unexpected {:?} after the header",
+            String::from_utf8_lossy(&h[p.pos..])
+        )));
+    }
+    if !complete {
+        // Everything so far is valid, but the newline is missing.
+        return Err(Problem::Incomplete);
+    }
+    if side == Side::Server && event == Event::Con {
+        return Err(Problem::Invalid("`con` is only recorded for the client".into()));
+    }
+    Ok((side, Micros(time), event))
+}
+
+struct Parser<'a> {
+    h: &'a [u8],
+    pos: usize,
+    complete: bool,
+}
+
+impl Parser<'_> {
+    fn missing(&self, what: &str) -> Problem {
+        if self.complete {
+            Problem::Invalid(format!("header ends where {what} should be"))
+        } else {
+            Problem::Incomplete
+        }
+    }
+
+    fn invalid(&self, what: String) -> Problem {
+        Problem::Invalid(what)
+    }
+
+    fn peek(&self, what: &str) -> Result<u8, Problem> {
+        self.h.get(self.pos).copied().ok_or_else(|| self.missing(what))
+    }
+
+    fn byte(&mut self, what: &str) -> Result<u8, Problem> {
+        let b = self.peek(what)?;
+        self.pos += 1;
+        Ok(b)
+    }
+
+    fn expect(&mut self, want: u8) -> Result<(), Problem> {
+        let what = format!("{:?}", want as char);
+        let got = self.byte(&what)?;
+        if got != want {
+            return Err(self.invalid(format!("expected {what}, found {:?}", got as char)));
+        }
+        Ok(())
+    }
+
+    /// A decimal number without leading zeros (a lone `0` is fine), at most
+    /// `max_digits` long.
+    fn number(&mut self, what: &str, max_digits: usize) -> Result<u64, Problem> {
+        let start = self.pos;
+        while self.h.get(self.pos).is_some_and(u8::is_ascii_digit) {
+            self.pos += 1;
+        }
+        let digits = &self.h[start..self.pos];
+        if digits.is_empty() {
+            return match self.h.get(self.pos) {
+                None => Err(self.missing(what)),
+                Some(&b) => Err(self.invalid(format!("expected {what}, found {:?}", b as char))),
+            };
+        }
+        if digits.len() > 1 && digits[0] == b'0' {
+            return Err(self.invalid(format!("{what} has a leading zero")));
+        }
+        if digits.len() > max_digits {
+            return Err(self.invalid(format!("{what} is too long")));
+        }
+        std::str::from_utf8(digits)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| self.invalid(format!("{what} out of range")))
+    }
+
+    fn word(&mut self) -> Result<Event, Problem> {
+        let rest = &self.h[self.pos..];
+        for (word, event) in [(&b"con"[..], Event::Con), (b"hup", Event::Hup), (b"err", Event::Err)] {
+            if rest.len() >= 3 && &rest[..3] == word {
+                self.pos += 3;
+                return Ok(event);
+            }
+            if rest.len() < 3 && word.starts_with(rest) && !self.complete {
+                return Err(Problem::Incomplete);
+            }
+        }
+        Err(self.invalid(format!(
+            "unknown record kind {:?}",
+            String::from_utf8_lossy(&rest[..rest.len().min(8)])
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::writer::LogWriter;
+    use proptest::prelude::*;
+
+    fn read_all(bytes: &[u8]) -> (Vec<(Record, Vec<u8>)>, Result<(), ReadError>) {
+        let mut reader = Reader::new(bytes);
+        let mut out = Vec::new();
+        loop {
+            match reader.next_record() {
+                Ok(Some(rec)) => out.push((rec, reader.payload().to_vec())),
+                Ok(None) => return (out, Ok(())),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+
+    const EXAMPLE: &[u8] =
+        b"c 0.000104 con\nc 0.000231 6\nPING\r\ns 0.000390 7\n+PONG\r\nc 1.204551 hup\ns 1.204602 hup\n";
+
+    #[test]
+    fn reads_the_format_example() {
+        let (records, end) = read_all(EXAMPLE);
+        end.unwrap();
+        let events: Vec<_> = records
+            .iter()
+            .map(|(r, p)| (r.side, r.time, r.event, p.clone()))
+            .collect();
+        assert_eq!(
+            events,
+            vec![
+                (Side::Client, Micros(104), Event::Con, vec![]),
+                (Side::Client, Micros(231), Event::Data(6), b"PING\r\n".to_vec()),
+                (Side::Server, Micros(390), Event::Data(7), b"+PONG\r\n".to_vec()),
+                (Side::Client, Micros(1_204_551), Event::Hup, vec![]),
+                (Side::Server, Micros(1_204_602), Event::Hup, vec![]),
+            ]
+        );
+        assert_eq!(records[2].0.offset, 34);
+        let mut reader = Reader::new(EXAMPLE);
+        while reader.next_record().unwrap().is_some() {}
+        let s = reader.summary();
+        assert!(s.is_complete());
+        assert_eq!(s.bytes, [6, 7]);
+        assert_eq!(s.duration(), Micros(1_204_602 - 104));
+    }
+
+    fn error_of(bytes: &[u8]) -> ReadError {
+        read_all(bytes).1.expect_err("should not read cleanly")
+    }
+
+    #[test]
+    fn every_cut_of_a_valid_log_is_truncated_not_corrupt() {
+        let boundaries = [0, 15, 34, 53, 68, EXAMPLE.len()];
+        for cut in 0..=EXAMPLE.len() {
+            let (_, end) = read_all(&EXAMPLE[..cut]);
+            if boundaries.contains(&cut) {
+                assert!(end.is_ok(), "cut at {cut}: {end:?}");
+            } else {
+                assert!(matches!(end, Err(ReadError::Truncated { .. })), "cut at {cut}: {end:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn invariant_violations_are_corrupt_with_offsets() {
+        let cases: &[(&[u8], u64, &str)] = &[
+            (b"c 0.000001 5\nhello", 0, "first record"),
+            (b"c 0.000001 con\nc 0.000002 con\n", 15, "`con` after"),
+            (b"c 0.000001 con\ns 0.000002 con\n", 15, "only recorded for the client"),
+            (b"c 0.000005 con\nc 0.000004 hup\n", 15, "backwards"),
+            (b"c 0.000001 con\nc 0.000002 hup\nc 0.000003 1\nx", 30, "after `c hup`"),
+            (
+                b"c 0.000001 con\ns 0.000002 hup\ns 0.000003 hup\n",
+                30,
+                "second `s hup`",
+            ),
+            (b"c 0.000001 con\ns 0.000002 err\nc 0.000003 hup\n", 30, "after `s err`"),
+            (b"c 0.000001 con\nc 0.000002 0\n", 15, "byte count 0"),
+            (b"c 0.000001 con\nc 0.000002 07\n", 15, "leading zero"),
+            (b"c 0.000001 con\nc 00.000002 hup\n", 15, "leading zero"),
+            (b"c 0.000001 con\nc 0.00002 hup\n", 15, "six digits"),
+            (b"c 0.000001 con\nx 0.000002 hup\n", 15, "side"),
+            (b"c 0.000001 con\nc 0.000002 bye\n", 15, "unknown record kind"),
+            (b"c 0.000001 con\nc 0.000002 hup \n", 15, "after the header"),
+            (b"c 0.000001 con\nc  0.000002 hup\n", 15, "expected"),
+        ];
+        for (bytes, offset, needle) in cases {
+            match error_of(bytes) {
+                ReadError::Corrupt { offset: o, what } => {
+                    assert_eq!(o, *offset, "{what}");
+                    assert!(what.contains(needle), "{what:?} lacks {needle:?}");
+                }
+                other => panic!("{:?}: expected corrupt, got {other:?}", String::from_utf8_lossy(bytes)),
+            }
+        }
+    }
+
+    #[test]
+    fn an_overlong_header_is_corrupt_not_truncated() {
+        let mut bytes = b"c 0.000001 con\nc ".to_vec();
+        bytes.extend(std::iter::repeat_n(b'1', 100));
+        assert!(matches!(error_of(&bytes), ReadError::Corrupt { offset: 15, .. }));
+    }
+
+    #[test]
+    fn skipping_payloads_reads_the_same_records() {
+        let (records, _) = read_all(EXAMPLE);
+        let skipped: Vec<_> = Reader::new(EXAMPLE).keep_payload(false).map(|r| r.unwrap()).collect();
+        assert_eq!(records.into_iter().map(|(r, _)| r).collect::<Vec<_>>(), skipped);
+    }
+
+    /// A valid sequence of records: con, then data from either side, each side
+    /// optionally hanging up, optionally ending in an err.
+    fn arb_log() -> impl Strategy<Value = Vec<(Side, u64, Event, Vec<u8>)>> {
+        let step = (
+            any::<bool>(),
+            0u64..3_000_000,
+            prop::collection::vec(any::<u8>(), 1..64),
+            0u8..10,
+        );
+        (prop::collection::vec(step, 0..40), any::<bool>()).prop_map(|(steps, end_err)| {
+            let mut time = 0;
+            let mut hup = [false; 2];
+            let mut out = vec![(Side::Client, 0, Event::Con, vec![])];
+            for (client, dt, payload, roll) in steps {
+                time += dt;
+                let side = if client { Side::Client } else { Side::Server };
+                if hup[side.index()] {
+                    continue;
+                }
+                if roll == 0 {
+                    hup[side.index()] = true;
+                    out.push((side, time, Event::Hup, vec![]));
+                } else {
+                    out.push((side, time, Event::Data(payload.len()), payload));
+                }
+            }
+            if end_err {
+                out.push((Side::Server, time + 1, Event::Err, vec![]));
+            }
+            out
+        })
+    }
+
+    proptest! {
+        #[test]
+        fn what_the_writer_writes_reads_back(records in arb_log()) {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("log");
+            let file = std::fs::File::create(&path).unwrap();
+            let mut writer = LogWriter::from_file(file, path.clone());
+            for (side, t, event, payload) in &records {
+                writer.append(*side, Micros(*t), *event, payload).unwrap();
+            }
+            let bytes = std::fs::read(&path).unwrap();
+            prop_assert_eq!(bytes.len() as u64, writer.len());
+            let (read, end) = read_all(&bytes);
+            prop_assert!(end.is_ok());
+            let read: Vec<_> = read.into_iter().map(|(r, p)| (r.side, r.time.0, r.event, p)).collect();
+            prop_assert_eq!(read, records);
+        }
+
+        #[test]
+        fn arbitrary_bytes_never_panic(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = read_all(&bytes);
+        }
+
+        #[test]
+        fn mutated_logs_never_panic(records in arb_log(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+            let mut bytes = Vec::new();
+            for (side, t, event, payload) in &records {
+                let mut h = [0u8; MAX_HEADER];
+                let n = crate::log::writer::format_header(&mut h, *side, Micros(*t), *event);
+                bytes.extend_from_slice(&h[..n]);
+                bytes.extend_from_slice(payload);
+            }
+            let i = at.index(bytes.len());
+            bytes[i] = byte;
+            let _ = read_all(&bytes);
+        }
+    }
+}

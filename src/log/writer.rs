@@ -165,7 +165,7 @@ mod tests {
         log.append(Side::Client, Micros(2), Event::Data(2), b"hi").unwrap();
         assert_eq!(std::fs::read(log_path(&root, 1)).unwrap(), b"keep");
         assert_eq!(std::fs::read(log.path()).unwrap(), b"c 0.000001 con\nc 0.000002 2\nhi");
-        assert_eq!(log.len(), 29);
+        assert_eq!(log.len(), 30);
         let mode = std::fs::metadata(log.path()).unwrap().permissions().mode();
         assert_eq!(mode & 0o777, 0o600);
     }

@@ -79,6 +79,8 @@ pub enum Command {
     ReplayClient(ReplayClientArgs),
     #[command(hide = true)]
     Generate(GenerateArgs),
+    #[command(hide = true)]
+    Demo,
 }
 
 /// One side of a connection, as a command-line value.

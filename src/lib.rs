@@ -18,10 +18,12 @@
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
 //! - [`generate`]: the man page and shell completions.
+//! - [`demo`]: `make demo`, a recording of a short exchange on loopback.
 
 pub mod check;
 pub mod cli;
 pub mod conn;
+pub mod demo;
 pub mod generate;
 pub mod index;
 pub mod log;

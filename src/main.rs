@@ -31,6 +31,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Some(Command::ReplayServer(args)) => netrecord::replay::run_server(&args),
         Some(Command::ReplayClient(args)) => netrecord::replay::run_client(&args),
         Some(Command::Generate(args)) => netrecord::generate::run(&args),
+        Some(Command::Demo) => netrecord::demo::run(),
     }
 }
 

@@ -1,0 +1,9 @@
+//! netrecord's integration tests: the built binary over real loopback sockets.
+
+mod check;
+mod install;
+mod pcap;
+mod proxy;
+mod replay;
+mod show;
+mod util;

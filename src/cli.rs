@@ -7,6 +7,7 @@
 //! given, takes their place.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
@@ -60,13 +61,22 @@ pub struct RecordArgs {
     pub listen: std::net::IpAddr,
 
     /// Seconds to wait for the server to accept each connection.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub connect_timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    pub connect_timeout: Duration,
 
     /// Print only the startup line, errors and the final summary, not a line per
     /// connection.
     #[arg(short, long)]
     pub quiet: bool,
+}
+
+/// Parses a positive number of seconds, fractions allowed (`0.5`).
+pub fn seconds(s: &str) -> Result<Duration, String> {
+    s.parse::<f64>()
+        .ok()
+        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+        .filter(|d| !d.is_zero())
+        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
 }
 
 /// The subcommands, each run by its own module.

@@ -94,6 +94,7 @@ impl IndexWriter {
             .mode(0o600)
             .custom_flags(libc::O_NOFOLLOW)
             .open(&path)?;
+        reserve(&file);
         Ok(IndexWriter {
             file: Mutex::new(file),
             path,
@@ -110,8 +111,26 @@ impl IndexWriter {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&line)
+        file.write_all(&line)?;
+        reserve(&file);
+        Ok(())
     }
+}
+
+/// Space kept allocated past the index's end.
+const RESERVE: i64 = 64 * 1024;
+
+/// Keeps `RESERVE` bytes allocated past the end of the index without changing its
+/// size, so that when the disk fills up (and the logs stop recording) the index
+/// lines that say why can still be written. Best effort: a file system without
+/// `fallocate` simply gets no reserve.
+fn reserve(file: &File) {
+    use std::os::fd::AsRawFd;
+    let Ok(len) = file.metadata().map(|m| m.len() as i64) else {
+        return;
+    };
+    // SAFETY: fallocate on a file descriptor we own; KEEP_SIZE leaves its length alone.
+    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len, RESERVE) };
 }
 
 /// Reads every entry of an index file. A last line cut short (netrecord was killed

@@ -112,15 +112,6 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     ) else {
         bail!("missing arguments: netrecord <server host> <server port> <proxy port> <log file root>");
     };
-    let connect_timeout = Duration::try_from_secs_f64(args.connect_timeout)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| {
-            format!(
-                "--connect-timeout must be a positive number of seconds, not {}",
-                args.connect_timeout
-            )
-        })?;
     check_log_dir(root)?;
     let upstream = resolve(host, port)?;
     let listen = SocketAddr::new(args.listen, proxy_port);
@@ -137,9 +128,9 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         ""
     };
     eprintln!(
-        "netrecord: listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {} (index {})",
+        "netrecord: listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {}_N (index {})",
         shown.join(", "),
-        format!("{}_N", root.display()),
+        root.display(),
         index.path().display()
     );
 
@@ -160,7 +151,7 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         upstream_name: format!("{host}:{port}"),
         upstream,
         root: root.to_path_buf(),
-        connect_timeout,
+        connect_timeout: args.connect_timeout,
         quiet: args.quiet,
     };
     let totals = run(listener, config, index, &shutdown)?;

@@ -441,7 +441,9 @@ mod tests {
     use crate::log::writer::LogWriter;
     use proptest::prelude::*;
 
-    fn read_all(bytes: &[u8]) -> (Vec<(Record, Vec<u8>)>, Result<(), ReadError>) {
+    type Records = Vec<(Record, Vec<u8>)>;
+
+    fn read_all(bytes: &[u8]) -> (Records, Result<(), ReadError>) {
         let mut reader = Reader::new(bytes);
         let mut out = Vec::new();
         loop {

@@ -85,7 +85,7 @@ impl Proxy {
         let addr = line
             .split("listening on ")
             .nth(1)
-            .and_then(|rest| rest.split(|c: char| c == ' ' || c == ',').next())
+            .and_then(|rest| rest.split([' ', ',']).next())
             .and_then(|a| a.parse().ok())
             .unwrap_or_else(|| panic!("no address in startup line {line:?}"));
         Proxy {

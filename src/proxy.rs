@@ -340,9 +340,15 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
     let root = &shared.config.root;
     let (n, log) = LogWriter::create_next(root, next)
         .with_context(|| format!("failed to create log {}", log_path(root, *next).display()))?;
-    let conn = Conn::open(n, addr, log, shared.clock)
-        .map(Arc::new)
-        .with_context(|| format!("failed to write log {}", log_path(root, n).display()))?;
+    let path = log.path().to_path_buf();
+    let conn = match Conn::open(n, addr, log, shared.clock) {
+        Ok(conn) => Arc::new(conn),
+        Err(e) => {
+            // Not even `con` fit: leave no empty log that looks like a recording.
+            let _ = std::fs::remove_file(&path);
+            return Err(anyhow::Error::new(e).context(format!("failed to write log {}", path.display())));
+        }
+    };
     // The proxy must not add Nagle's delay to small messages.
     let _ = client.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);

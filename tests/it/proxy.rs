@@ -625,3 +625,26 @@ fn a_connect_timeout_is_an_error_not_a_hang() {
         "{entries:?}"
     );
 }
+
+#[test]
+fn the_demo_records_and_prints_an_exchange() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .arg("demo")
+        .env("TMPDIR", tmp.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut out = String::new();
+    child.stdout.take().unwrap().read_to_string(&mut out).unwrap();
+    assert!(wait_child(&mut child).success(), "{out}");
+    assert!(out.contains("  < +PONG") && out.contains("  < $hello"), "{out}");
+    // The printed recording is the log file, and the log is valid and complete.
+    let dir = std::fs::read_dir(tmp.path()).unwrap().next().unwrap().unwrap().path();
+    let log = valid_log(&dir.join("demo_1"));
+    assert_eq!(log.client, b"PING\r\nSET greeting hello\r\nGET greeting\r\n");
+    assert_eq!(log.server, b"+PONG\r\n+OK\r\n$hello\r\n+BYE\r\n");
+    assert!(out.contains(&String::from_utf8_lossy(&std::fs::read(dir.join("demo_1")).unwrap()).to_string()));
+}

@@ -41,7 +41,8 @@ pub struct LogWriter {
 
 impl LogWriter {
     /// Creates the log of the first connection number `>= *next` whose file does
-    /// not exist yet, and leaves `*next` just past it.
+    /// not exist yet, and leaves `*next` just past it (or, on an error, at the
+    /// number that failed).
     ///
     /// The file is created exclusively (`O_EXCL`, which also refuses to follow a
     /// symlink at that name) with mode 0600, so an earlier recording is never
@@ -50,17 +51,21 @@ impl LogWriter {
         // Bounded so a directory full of old recordings cannot spin forever.
         for _ in 0..1_000_000 {
             let n = *next;
-            *next += 1;
             let path = log_path(root, n);
-            match OpenOptions::new()
+            let opened = OpenOptions::new()
                 .write(true)
                 .create_new(true)
                 .mode(0o600)
                 .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-            {
-                Ok(file) => return Ok((n, LogWriter { file, path, len: 0 })),
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+                .open(&path);
+            match opened {
+                Ok(file) => {
+                    *next = n + 1;
+                    return Ok((n, LogWriter { file, path, len: 0 }));
+                }
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => *next = n + 1,
+                // Keep the number for the next connection: a failure (out of
+                // descriptors, say) must not leave a gap in the numbering.
                 Err(e) => return Err(e),
             }
         }

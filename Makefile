@@ -4,7 +4,7 @@ DESTDIR ?=
 CARGO ?= cargo
 BIN := target/release/netrecord
 
-.PHONY: all build test demo install uninstall clean bench
+.PHONY: all build test lint demo install uninstall clean bench
 
 all: build
 
@@ -12,7 +12,11 @@ build:
 	$(CARGO) build --release --locked
 
 test:
-	$(CARGO) test --locked --all-targets
+	$(CARGO) test --locked
+
+lint:
+	$(CARGO) fmt --check
+	$(CARGO) clippy --locked --all-targets -- -D warnings
 
 demo: build
 	$(BIN) demo

@@ -120,11 +120,14 @@ pub fn man_page() -> String {
         r.control("SH", ["SYNOPSIS"]);
     });
     page += &roff(|r| {
+        // Ragged right: justified, a wrapped usage line is hard to read.
+        r.control("na", []);
         synopsis(r, &record);
         for sub in &subcommands {
             r.control("br", []);
             synopsis(r, sub);
         }
+        r.control("ad", []);
     });
     page += &roff(description);
     page += &roff(|r| {

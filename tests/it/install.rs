@@ -265,3 +265,43 @@ fn make_install_then_uninstall_leaves_no_files() {
     // The directories stay: under a real PREFIX other programs share them.
     assert!(dest.join("usr/share/man/man1").is_dir());
 }
+
+#[test]
+fn every_help_starts_with_a_summary_line_and_ends_with_examples() {
+    let mut helps = vec![(String::from("netrecord"), vec!["--help".to_string()])];
+    for sub in visible_subcommands() {
+        let name = sub.get_name().to_string();
+        helps.push((format!("netrecord {name}"), vec![name, "--help".to_string()]));
+    }
+    for (what, args) in helps {
+        let (status, help, stderr) = run(Command::new(BIN).args(&args).env("COLUMNS", "100"));
+        assert!(status.success(), "{what} --help failed: {stderr}");
+        let lines: Vec<&str> = help.lines().collect();
+        assert!(lines.len() > 3, "{what} --help is too short:\n{help}");
+        assert!(
+            !lines[0].is_empty() && lines[1].is_empty(),
+            "{what} --help does not start with one summary line:\n{help}"
+        );
+        // The last paragraph is examples: indented command lines of this command.
+        let last: Vec<&str> = help.trim_end().rsplit("\n\n").next().unwrap().lines().collect();
+        assert!(
+            last[0].starts_with("Example"),
+            "{what} --help does not end with examples:\n{help}"
+        );
+        assert!(
+            last.iter().any(|l| l.trim_start().starts_with(&format!("{what} "))),
+            "{what} --help examples do not run {what}:\n{help}"
+        );
+    }
+
+    let (_, help, _) = run(Command::new(BIN).arg("--help"));
+    for example in ["redis-cli", "netrecord show ", "netrecord pcap ", "wireshark"] {
+        assert!(
+            help.contains(example),
+            "netrecord --help has no example with {example}:\n{help}"
+        );
+    }
+    let (status, version, _) = run(Command::new(BIN).arg("--version"));
+    assert!(status.success());
+    assert_eq!(version, format!("netrecord {}\n", env!("CARGO_PKG_VERSION")));
+}

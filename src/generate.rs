@@ -5,10 +5,10 @@
 //! The subcommand is hidden: `make install` runs it with the binary it is about to
 //! install and copies the files where `man` and the shells look for them.
 //!
-//! The man page is one `netrecord.1`: clap_mangen renders the synopsis and the
-//! options of the recording proxy and of every visible subcommand, and this module
-//! adds, in roff, what clap does not know: the description, the log format, the
-//! exit status, diagnostics, files and examples. Hidden subcommands (`generate`,
+//! The man page is one `netrecord.1`: the usage lines come from clap, the options
+//! of the recording proxy and of every visible subcommand from clap_mangen, and
+//! this module adds, in roff, what clap does not know: the description, the log
+//! format, the exit status, diagnostics, environment, files and examples. Hidden subcommands (`generate`,
 //! `demo`) appear in neither the page nor the completions.
 
 use std::fs;
@@ -118,8 +118,6 @@ pub fn man_page() -> String {
             lowercase_first(&about(record.get_about()))
         ))]);
         r.control("SH", ["SYNOPSIS"]);
-    });
-    page += &roff(|r| {
         // Ragged right: justified, a wrapped usage line is hard to read.
         r.control("na", []);
         synopsis(r, &record);
@@ -382,18 +380,19 @@ fn diagnostics(r: &mut Roff) {
     )]);
 }
 
+/// What `show --color auto` honours, as its help says.
 fn environment(r: &mut Roff) {
     r.control("SH", ["ENVIRONMENT"]);
     r.control("TP", []);
     r.text([bold("NO_COLOR")]);
     r.text([roman(
-        "If set and not empty, show does not colour its output unless --color always is given.",
+        "If set to a non-empty value, show --color auto does not colour its output.",
     )]);
     r.control("TP", []);
     r.text([bold("CLICOLOR_FORCE")]);
     r.text([roman(
-        "If set and not 0, show colours its output even when it is not written to a terminal, \
-         unless --color never is given.",
+        "If set to a value other than 0, show --color auto colours its output even when it is not \
+         written to a terminal.",
     )]);
 }
 
@@ -495,17 +494,12 @@ fn roff(build: impl FnOnce(&mut Roff)) -> String {
     without_preamble(&r.render())
 }
 
-/// What one of clap_mangen's render functions writes.
-fn rendered(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-    let mut out = Vec::new();
-    render(&mut out).expect("rendering into memory cannot fail");
-    String::from_utf8(out).expect("roff from UTF-8 help text is UTF-8")
-}
-
 /// One clap_mangen section without its `.SH` heading line, so it can go under a
 /// heading of ours, and without the preamble.
 fn section_body(render: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> String {
-    let text = without_preamble(&rendered(render));
+    let mut out = Vec::new();
+    render(&mut out).expect("rendering into memory cannot fail");
+    let text = without_preamble(&String::from_utf8_lossy(&out));
     match text.split_once('\n') {
         Some((heading, body)) if heading.starts_with(".SH ") => body.to_string(),
         _ => text,
@@ -536,10 +530,18 @@ mod tests {
     #[test]
     fn the_rebuilt_command_keeps_everything_visible() {
         let full = Cli::command();
-        let visible = visible_command(true);
-        visible.clone().debug_assert();
+        visible_command(true).debug_assert();
+        let mut visible = visible_command(true);
+        visible.build();
         assert_eq!(visible.get_name(), full.get_name());
         assert_eq!(visible.get_version(), full.get_version());
+        let text = |s: Option<&clap::builder::StyledStr>| s.map(ToString::to_string);
+        assert_eq!(text(visible.get_about()), text(full.get_about()));
+        assert_eq!(text(visible.get_after_help()), text(full.get_after_help()));
+        assert_eq!(
+            visible.render_usage().to_string(),
+            full.clone().render_usage().to_string()
+        );
         let ids = |c: &Command| c.get_arguments().map(|a| a.get_id().to_string()).collect::<Vec<_>>();
         let mut full_built = full.clone();
         full_built.build();

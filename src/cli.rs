@@ -11,8 +11,7 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-/// Record TCP traffic: a proxy that forwards every connection to one server and
-/// logs both directions with timestamps, one log file per connection.
+/// Record TCP traffic: a proxy that logs both directions of every connection.
 #[derive(Debug, Parser)]
 #[command(
     name = "netrecord",
@@ -26,7 +25,10 @@ Examples:
     netrecord localhost 6379 7000 /tmp/redis &
     redis-cli -p 7000 ping
   Show the first connection's log:
-    netrecord show /tmp/redis_1"
+    netrecord show /tmp/redis_1
+  Export every connection to pcap for Wireshark:
+    netrecord pcap -o redis.pcap /tmp/redis_[0-9]*
+    wireshark redis.pcap"
 )]
 pub struct Cli {
     #[command(flatten)]

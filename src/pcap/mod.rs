@@ -49,8 +49,7 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
     let mut placer = Placer::new(args.server_port);
     let mut logs = Vec::with_capacity(args.logs.len());
     for (position, path) in args.logs.iter().enumerate() {
-        let placement = placer.place(path, position, &mut |note| eprintln!("netrecord: {note}"));
-        logs.push(Waiting::open(path, position, placement)?);
+        logs.push(Waiting::open(path, position, &mut placer)?);
     }
     logs.sort_by_key(|log| (log.start, log.position));
 
@@ -102,9 +101,11 @@ struct Waiting<'a> {
 }
 
 impl<'a> Waiting<'a> {
-    fn open(path: &'a Path, position: usize, placement: Placement) -> anyhow::Result<Waiting<'a>> {
+    /// Opens the log at `path`, the `position`th of the command line, and places it.
+    fn open(path: &'a Path, position: usize, placer: &mut Placer) -> anyhow::Result<Waiting<'a>> {
         let context = || format!("failed to open log {}", path.display());
         let file = File::open(path).with_context(context)?;
+        let placement = placer.place(path, position, &mut |note| eprintln!("netrecord: {note}"));
         let mut head = Vec::with_capacity(MAX_HEADER);
         (&file)
             .take(MAX_HEADER as u64)

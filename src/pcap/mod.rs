@@ -16,6 +16,10 @@
 //! it goes, with a note on stderr; a corrupt log stops the export with an error
 //! naming the file and the byte offset, and no output file is left behind.
 //!
+//! `netrecord pcap /tmp/rec_* -o rec.pcap` also matches the run index
+//! `/tmp/rec_index.jsonl`; a file so named is never a log (log names end in a
+//! number), so it is passed over.
+//!
 //! The link type is LINKTYPE_RAW: packets start at the IP header. The logs hold no
 //! link layer to reproduce, so made-up MAC addresses would only be noise, and one
 //! file can hold IPv4 and IPv6 conversations side by side.
@@ -48,7 +52,14 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
     raise_open_files_limit(args.logs.len());
     let mut placer = Placer::new(args.server_port);
     let mut logs = Vec::with_capacity(args.logs.len());
-    for (position, path) in args.logs.iter().enumerate() {
+    let paths: Vec<&Path> = args
+        .logs
+        .iter()
+        .map(|p| p.as_path())
+        .filter(|p| !is_run_index(p))
+        .collect();
+    anyhow::ensure!(!paths.is_empty(), "no logs to export, only run indexes");
+    for (position, path) in paths.into_iter().enumerate() {
         logs.push(Waiting::open(path, position, &mut placer)?);
     }
     logs.sort_by_key(|log| (log.start, log.position));
@@ -73,8 +84,10 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         }
     };
     eprintln!(
-        "netrecord: wrote {} packets in {} TCP streams to {name}",
-        written.packets, written.streams
+        "netrecord: wrote {} packets in {} TCP stream{} to {name}",
+        written.packets,
+        written.streams,
+        if written.streams == 1 { "" } else { "s" }
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -84,6 +97,13 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
 struct Written {
     packets: u64,
     streams: u64,
+}
+
+/// Whether `path` names a run index (`<root>_index.jsonl`) rather than a log.
+fn is_run_index(path: &Path) -> bool {
+    path.file_name()
+        .and_then(|name| name.to_str())
+        .is_some_and(|name| name.ends_with("_index.jsonl"))
 }
 
 /// A log opened but not read past its first header line yet.
@@ -226,15 +246,15 @@ fn refuse_to_overwrite_a_log(output: &Path, logs: &[impl AsRef<Path>]) -> anyhow
 /// Every log is open for the whole export: raise the soft open-files limit as far
 /// as the hard limit allows when the logs need more than it.
 fn raise_open_files_limit(logs: usize) {
-    let wanted = logs as u64 + 64;
+    let wanted = (logs as libc::rlim_t).saturating_add(64);
     let mut limit = libc::rlimit {
         rlim_cur: 0,
         rlim_max: 0,
     };
     // SAFETY: getrlimit and setrlimit only read and write the struct passed.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && (limit.rlim_cur as u64) < wanted {
-            limit.rlim_cur = limit.rlim_max.min(wanted as libc::rlim_t);
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < wanted {
+            limit.rlim_cur = limit.rlim_max.min(wanted);
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
     }

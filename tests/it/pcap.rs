@@ -108,7 +108,7 @@ fn follow(file: &Path, stream: u32) -> Followed {
 }
 
 fn unhex(hex: &str) -> Vec<u8> {
-    assert!(hex.len() % 2 == 0, "odd hex line {hex:?}");
+    assert!(hex.len().is_multiple_of(2), "odd hex line {hex:?}");
     (0..hex.len())
         .step_by(2)
         .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap_or_else(|_| panic!("bad hex {hex:?}")))
@@ -116,8 +116,9 @@ fn unhex(hex: &str) -> Vec<u8> {
 }
 
 /// Asserts that tshark, checking every checksum, finds them all good and no packet
-/// malformed, and raises no expert warning or error (retransmissions, lost segments,
-/// ACKs of unseen data) but those whose summary contains one of `expected`.
+/// malformed, raises no expert warning or error (retransmissions, lost segments,
+/// ACKs of unseen data) but those whose summary contains one of `expected`, and
+/// flags no packet in its TCP analysis.
 fn assert_clean(file: &Path, expected: &[&str]) {
     let checks = ["-o", "tcp.check_checksum:TRUE", "-o", "ip.check_checksum:TRUE"];
     let mut args = checks.to_vec();
@@ -140,6 +141,10 @@ fn assert_clean(file: &Path, expected: &[&str]) {
         .filter(|line| !expected.iter().any(|e| line.contains(e)))
         .collect();
     assert!(unexpected.is_empty(), "unexpected expert info:\n{expert}");
+    // TCP analysis problems that are only notes: duplicate ACKs, keep-alives,
+    // window updates out of place.
+    let flagged = tshark(file, &["-Y", "tcp.analysis.flags"]);
+    assert!(flagged.is_empty(), "tcp analysis flags:\n{flagged}");
 }
 
 /// The packet times (Unix seconds with microseconds) must never go backwards.
@@ -256,7 +261,13 @@ fn overlapping_logs_become_interleaved_streams_in_time_order() {
     let entries = proxy.wait_ended(2);
     let logs = [proxy.log(1), proxy.log(2)];
     let out = proxy.root.with_file_name("both.pcap");
-    export(&[&logs[0], &logs[1]], &out, &["--server-port", "7"]);
+    // As `netrecord pcap rec_* -o both.pcap` would, with the index among the logs.
+    let index = proxy.index();
+    let stderr = export(&[&logs[0], &index, &logs[1]], &out, &["--server-port", "7"]);
+    assert!(
+        stderr.ends_with(&format!("in 2 TCP streams to {}\n", out.display())),
+        "{stderr}"
+    );
 
     let streams = fields(&out, &["tcp.stream"]);
     let streams: Vec<&str> = streams.iter().map(|f| f[0].as_str()).collect();
@@ -435,4 +446,30 @@ fn a_missing_log_fails_before_writing_and_the_output_may_not_be_a_log() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("refusing to overwrite log"));
     assert_eq!(std::fs::read(&log).unwrap(), before);
+}
+
+#[test]
+fn an_open_connection_exports_what_is_recorded_so_far() {
+    if !have_tshark() {
+        return;
+    }
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    let client = connect(proxy.addr);
+    send(&client, b"still here");
+    assert_eq!(read_n(&client, 10), b"still here");
+    let out = proxy.root.with_file_name("open.pcap");
+    let stderr = export(&[&proxy.log(1)], &out, &[]);
+    assert!(stderr.contains("is the connection still open?"), "{stderr}");
+    assert!(
+        stderr.contains(&format!("log {} ends with the connection open", proxy.log(1).display())),
+        "{stderr}"
+    );
+    let followed = follow(&out, 0);
+    assert_eq!(followed.client_bytes, b"still here");
+    assert_eq!(followed.server_bytes, b"still here");
+    let flags = fields(&out, &["tcp.flags.fin", "tcp.flags.reset"]);
+    assert!(flags.iter().all(|f| f == &["0", "0"]), "{flags:?}");
+    assert_clean(&out, &[]);
+    drop(client);
 }

@@ -32,7 +32,7 @@ pub mod tcp;
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
-use std::io::{self, BufWriter, Chain, Cursor, Read, Write};
+use std::io::{self, BufWriter, Chain, Cursor, IsTerminal, Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
 use std::process::ExitCode;
@@ -46,12 +46,16 @@ use crate::cli::PcapArgs;
 use crate::log::Reader;
 use crate::log::writer::MAX_HEADER;
 
+/// The output buffer: large enough that a pcap is written at disk speed.
+const OUTPUT_BUFFER: usize = 256 * 1024;
+
 /// Runs `netrecord pcap`.
 pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
     let to_stdout = args.output.as_os_str() == "-";
-    raise_open_files_limit(args.logs.len());
-    let mut placer = Placer::new(args.server_port);
-    let mut logs = Vec::with_capacity(args.logs.len());
+    anyhow::ensure!(
+        !(to_stdout && io::stdout().is_terminal()),
+        "refusing to write a pcap to a terminal: give -o a file name, or pipe stdout into tshark -r -"
+    );
     let paths: Vec<&Path> = args
         .logs
         .iter()
@@ -59,6 +63,9 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         .filter(|p| !is_run_index(p))
         .collect();
     anyhow::ensure!(!paths.is_empty(), "no logs to export, only run indexes");
+    raise_open_files_limit(paths.len());
+    let mut placer = Placer::new(args.server_port);
+    let mut logs = Vec::with_capacity(paths.len());
     for (position, path) in paths.into_iter().enumerate() {
         logs.push(Waiting::open(path, position, &mut placer)?);
     }
@@ -70,11 +77,15 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         args.output.display().to_string()
     };
     let written = if to_stdout {
-        export(logs, io::stdout().lock(), &name)?
+        export(
+            logs,
+            BufWriter::with_capacity(OUTPUT_BUFFER, io::stdout().lock()),
+            &name,
+        )?
     } else {
         refuse_to_overwrite_a_log(&args.output, &args.logs)?;
         let file = File::create(&args.output).with_context(|| format!("failed to create {name}"))?;
-        match export(logs, BufWriter::with_capacity(256 * 1024, file), &name) {
+        match export(logs, BufWriter::with_capacity(OUTPUT_BUFFER, file), &name) {
             Ok(written) => written,
             Err(err) => {
                 // A pcap that stops partway through would pass for the whole export.

@@ -180,7 +180,7 @@ pub struct PcapArgs {
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
 
-    /// The pcap file to write.
+    /// The pcap file to write (`-` for stdout).
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
 

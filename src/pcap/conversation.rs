@@ -1,0 +1,256 @@
+//! One log as a stream of timed IP packets: the log reader feeds [`Tcp`], and each
+//! segment it yields is built into an IPv4 or IPv6 packet, checksums included, by
+//! etherparse.
+//!
+//! The stream holds one record's packets at a time, so a log of any size exports in
+//! the memory of its largest record. A log cut short or still open ends the stream
+//! early but cleanly, with [`Conversation::ending`] saying so; a corrupt log is an
+//! error.
+
+use std::collections::VecDeque;
+use std::io::Read;
+
+use anyhow::Context;
+use etherparse::{PacketBuilder, TcpHeader};
+
+use super::placement::Placement;
+use super::tcp::{Flags, Segment, Tcp};
+use crate::log::{ReadError, Reader};
+
+/// The IP packet size the segments are cut to fit: Ethernet's MTU, so the packets
+/// look like ones that crossed a real network.
+pub const MTU: usize = 1500;
+
+/// The TTL or hop limit of every packet.
+const TTL: u8 = 64;
+
+/// The receive window every segment advertises. Receivers ACK at least every
+/// second segment, so it is never full.
+const WINDOW: u16 = 65_535;
+
+/// A packet with the Unix time, in microseconds, at which it was sent.
+#[derive(Debug)]
+pub struct Packet {
+    pub unix_us: u64,
+    pub bytes: Vec<u8>,
+}
+
+/// How the log behind a conversation ended.
+#[derive(Debug)]
+pub enum Ending {
+    /// Not read to its end yet.
+    Reading,
+    /// Both sides hung up, or one failed: the export shows the close or the reset.
+    Closed,
+    /// The log ends between records without a close: the connection was still open
+    /// when it was read, or the recorder stopped without closing it.
+    Open,
+    /// The file ends inside a record; everything before it was exported.
+    Truncated(ReadError),
+}
+
+/// One log's packets, in time order.
+pub struct Conversation<R> {
+    reader: Reader<R>,
+    tcp: Tcp,
+    placement: Placement,
+    segments: Vec<Segment>,
+    packets: VecDeque<Packet>,
+    ending: Ending,
+}
+
+impl<R: Read> Conversation<R> {
+    /// Exports the log read from `log`, placed at `placement`.
+    pub fn new(log: R, placement: Placement) -> Conversation<R> {
+        let ip_header = if placement.endpoints.is_ipv6() { 40 } else { 20 };
+        Conversation {
+            reader: Reader::new(log),
+            tcp: Tcp::new(MTU - ip_header - TcpHeader::MIN_LEN),
+            placement,
+            segments: Vec::new(),
+            packets: VecDeque::new(),
+            ending: Ending::Reading,
+        }
+    }
+
+    /// The next packet, or `None` after the last. A corrupt log or a failed read is
+    /// an error; the caller names the file.
+    pub fn next_packet(&mut self) -> anyhow::Result<Option<Packet>> {
+        while self.packets.is_empty() && matches!(self.ending, Ending::Reading) {
+            self.segments.clear();
+            match self.reader.next_record() {
+                Ok(Some(record)) => {
+                    self.tcp
+                        .record(record.side, record.time, record.event, &mut self.segments);
+                }
+                Ok(None) => {
+                    self.tcp.finish(&mut self.segments);
+                    self.ending = if self.reader.summary().is_complete() {
+                        Ending::Closed
+                    } else {
+                        Ending::Open
+                    };
+                }
+                Err(e @ ReadError::Truncated { .. }) => {
+                    self.tcp.finish(&mut self.segments);
+                    self.ending = Ending::Truncated(e);
+                }
+                Err(e) => return Err(e.into()),
+            }
+            for segment in &self.segments {
+                let packet = self.build(segment)?;
+                self.packets.push_back(packet);
+            }
+        }
+        Ok(self.packets.pop_front())
+    }
+
+    /// How the log ended, once [`Conversation::next_packet`] has returned `None`.
+    pub fn ending(&self) -> &Ending {
+        &self.ending
+    }
+
+    /// The records read so far.
+    pub fn records(&self) -> u64 {
+        self.reader.summary().records
+    }
+
+    /// Builds one segment into an IP packet with valid checksums.
+    fn build(&self, segment: &Segment) -> anyhow::Result<Packet> {
+        let ends = &self.placement.endpoints;
+        let (src, dst) = match segment.from {
+            crate::log::Side::Client => (ends.client, ends.server),
+            crate::log::Side::Server => (ends.server, ends.client),
+        };
+        let mut tcp = TcpHeader::new(src.port(), dst.port(), segment.seq, WINDOW);
+        tcp.syn = segment.flags.contains(Flags::SYN);
+        tcp.fin = segment.flags.contains(Flags::FIN);
+        tcp.rst = segment.flags.contains(Flags::RST);
+        tcp.psh = segment.flags.contains(Flags::PSH);
+        tcp.ack = segment.flags.contains(Flags::ACK);
+        tcp.acknowledgment_number = segment.ack;
+        if tcp.rst {
+            tcp.window_size = 0;
+        }
+        let builder = match (src.ip(), dst.ip()) {
+            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), TTL),
+            (s, d) => PacketBuilder::ipv6(to_v6(s).octets(), to_v6(d).octets(), TTL),
+        }
+        .tcp_header(tcp);
+        let payload = &self.reader.payload()[segment.payload.clone()];
+        let mut bytes = Vec::with_capacity(builder.size(payload.len()));
+        builder
+            .write_to_vec(&mut bytes, payload)
+            .context("failed to build a packet")?;
+        Ok(Packet {
+            unix_us: self.placement.epoch_us + segment.time.0,
+            bytes,
+        })
+    }
+}
+
+/// An address as IPv6; [`super::placement::Endpoints`] keeps both ends in one
+/// family, so this only ever sees IPv6 addresses.
+fn to_v6(ip: std::net::IpAddr) -> std::net::Ipv6Addr {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        std::net::IpAddr::V6(v6) => v6,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::pcap::placement::Endpoints;
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+
+    const EXAMPLE: &[u8] =
+        b"c 0.000104 con\nc 0.000231 6\nPING\r\ns 0.000390 7\n+PONG\r\nc 1.204551 hup\ns 1.204602 hup\n";
+
+    fn placement(client: &str, server: &str) -> Placement {
+        Placement {
+            endpoints: Endpoints::new(client.parse().unwrap(), server.parse().unwrap()),
+            epoch_us: 1_000_000_000,
+        }
+    }
+
+    fn packets(log: &[u8], placement: Placement) -> (Vec<Packet>, Ending) {
+        let mut conv = Conversation::new(log, placement);
+        let mut out = Vec::new();
+        while let Some(p) = conv.next_packet().unwrap() {
+            out.push(p);
+        }
+        (out, std::mem::replace(&mut conv.ending, Ending::Reading))
+    }
+
+    #[test]
+    fn packets_parse_back_with_addresses_payload_and_times() {
+        let (packets, ending) = packets(EXAMPLE, placement("192.0.2.1:50000", "192.0.2.2:6379"));
+        assert!(matches!(ending, Ending::Closed));
+        assert_eq!(packets.len(), 11);
+        assert_eq!(packets[0].unix_us, 1_000_000_104);
+        let data = &packets[3];
+        assert_eq!(data.unix_us, 1_000_000_231);
+        let sliced = SlicedPacket::from_ip(&data.bytes).unwrap();
+        let Some(NetSlice::Ipv4(ip)) = &sliced.net else {
+            panic!("not IPv4")
+        };
+        assert_eq!(ip.header().source(), [192, 0, 2, 1]);
+        assert_eq!(ip.header().destination(), [192, 0, 2, 2]);
+        let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+            panic!("not TCP")
+        };
+        assert_eq!((tcp.source_port(), tcp.destination_port()), (50000, 6379));
+        assert_eq!(tcp.payload(), b"PING\r\n");
+        assert!(tcp.psh() && tcp.ack());
+        // The checksum etherparse wrote is the one a receiver would compute.
+        let header = tcp.to_header();
+        let ipv4 = ip.header().to_header();
+        assert_eq!(
+            header.checksum,
+            header.calc_checksum_ipv4(&ipv4, tcp.payload()).unwrap()
+        );
+    }
+
+    #[test]
+    fn ipv6_segments_fit_the_mtu() {
+        let mut log = b"c 0.000001 con\ns 0.000002 5000\n".to_vec();
+        log.extend(std::iter::repeat_n(b'x', 5000));
+        let (packets, ending) = packets(&log, placement("[::1]:50000", "[::1]:6379"));
+        assert!(matches!(ending, Ending::Open));
+        let sizes: Vec<usize> = packets.iter().map(|p| p.bytes.len()).collect();
+        assert!(sizes.iter().all(|&n| n <= MTU), "{sizes:?}");
+        assert!(sizes.contains(&MTU), "{sizes:?}");
+        let payload: usize = packets
+            .iter()
+            .map(|p| match SlicedPacket::from_ip(&p.bytes).unwrap().transport {
+                Some(TransportSlice::Tcp(tcp)) => tcp.payload().len(),
+                _ => panic!("not TCP"),
+            })
+            .sum();
+        assert_eq!(payload, 5000);
+        assert_eq!(packets[0].bytes[0] >> 4, 6);
+    }
+
+    #[test]
+    fn a_truncated_log_exports_its_whole_records_and_a_corrupt_one_fails() {
+        let (packets, ending) = packets(&EXAMPLE[..40], placement("10.0.0.1:1", "10.0.0.2:2"));
+        assert!(matches!(
+            ending,
+            Ending::Truncated(ReadError::Truncated { offset: 34, .. })
+        ));
+        assert_eq!(packets.len(), 5);
+        let mut conv = Conversation::new(
+            &b"c 0.000001 con\nc 0.000000 hup\n"[..],
+            placement("10.0.0.1:1", "10.0.0.2:2"),
+        );
+        let err = loop {
+            match conv.next_packet() {
+                Ok(Some(_)) => continue,
+                Ok(None) => panic!("a corrupt log read to its end"),
+                Err(e) => break e,
+            }
+        };
+        assert!(err.to_string().contains("corrupt record at byte 15"), "{err}");
+    }
+}

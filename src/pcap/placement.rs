@@ -1,0 +1,343 @@
+//! Where and when an exported conversation happens: the addresses and ports its
+//! packets carry, and the wall-clock time its log's clock started.
+//!
+//! A log holds neither; the run index does. For a log `<root>_N` the index is
+//! `<root>_index.jsonl`, and the log's entry is the one with connection number N
+//! and the same file name (the directory may have moved since). The entry gives
+//! the real client and upstream addresses, and the run's wall-clock start:
+//! `start_unix_us - start_us`, the Unix time at which the log's clock read zero.
+//!
+//! Without an index entry a log gets placeholders: client 10.0.0.1 on port
+//! 49152 + its position on the command line (so the logs of one export stay
+//! separate TCP streams), server 10.0.0.2 port 40000 (no Wireshark dissector claims
+//! it), and times counted from 2000-01-01 00:00:00 UTC ([`PLACEHOLDER_EPOCH_US`]).
+//! `--server-port` replaces the server port either way.
+//!
+//! Every log of one run shares one clock, so all of them should share one start;
+//! but each entry's start is computed from two clock readings taken a moment apart,
+//! so the entries of one run differ by a few microseconds. Starts within
+//! [`SAME_RUN_US`] of each other are taken as one run and share the earliest, so
+//! packets of different logs keep the order of the log clock. (An index that a
+//! restarted recorder appended to holds several runs, far apart.)
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use crate::index::{Entry, index_path, read_index};
+
+/// Packet times of a log without an index entry count from 2000-01-01 00:00:00 UTC,
+/// an obviously made-up date.
+pub const PLACEHOLDER_EPOCH_US: u64 = 946_684_800_000_000;
+
+/// The placeholder client address.
+pub const PLACEHOLDER_CLIENT: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 1);
+
+/// The placeholder server address.
+pub const PLACEHOLDER_SERVER: Ipv4Addr = Ipv4Addr::new(10, 0, 0, 2);
+
+/// The placeholder server port: one no Wireshark dissector claims, so the payload
+/// shows as plain data until `--server-port` or Wireshark's "Decode As" says more.
+pub const PLACEHOLDER_SERVER_PORT: u16 = 40_000;
+
+/// The placeholder client port of the first log; the next ones count up.
+const FIRST_CLIENT_PORT: u16 = 49_152;
+
+/// Run starts closer than this (in microseconds) are one run's.
+pub const SAME_RUN_US: u64 = 1_000;
+
+/// The two ends of a conversation, in one IP family.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Endpoints {
+    pub client: SocketAddr,
+    pub server: SocketAddr,
+}
+
+impl Endpoints {
+    /// Puts both addresses in one family, as packets need: IPv4-mapped IPv6
+    /// addresses become IPv4, and if one end is still IPv6 the other is mapped into
+    /// IPv6 (a proxy listening on `::1` may forward to an IPv4 server).
+    pub fn new(client: SocketAddr, server: SocketAddr) -> Endpoints {
+        let canonical = |a: SocketAddr| SocketAddr::new(a.ip().to_canonical(), a.port());
+        let (client, server) = (canonical(client), canonical(server));
+        let v6 = |a: SocketAddr| match a.ip() {
+            IpAddr::V4(ip) => SocketAddr::new(IpAddr::V6(ip.to_ipv6_mapped()), a.port()),
+            IpAddr::V6(_) => a,
+        };
+        if client.is_ipv4() == server.is_ipv4() {
+            Endpoints { client, server }
+        } else {
+            Endpoints {
+                client: v6(client),
+                server: v6(server),
+            }
+        }
+    }
+
+    /// Whether the packets are IPv6.
+    pub fn is_ipv6(&self) -> bool {
+        self.client.is_ipv6()
+    }
+}
+
+/// Where and when one log's conversation is placed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Placement {
+    pub endpoints: Endpoints,
+    /// The Unix time, in microseconds, at which the log's clock read zero: a
+    /// record's packet time is this plus the record's time.
+    pub epoch_us: u64,
+}
+
+/// What was learnt from one index file.
+#[derive(Debug)]
+enum Index {
+    /// It could not be read; the note has been given.
+    Unusable,
+    Read {
+        entries: Vec<Entry>,
+        /// Each entry's run start mapped to the start its run shares.
+        runs: HashMap<u64, u64>,
+    },
+}
+
+/// Places logs, reading each run index once.
+#[derive(Debug)]
+pub struct Placer {
+    server_port: Option<u16>,
+    indexes: HashMap<PathBuf, Index>,
+}
+
+impl Placer {
+    /// A placer that puts `server_port`, when given, on every server.
+    pub fn new(server_port: Option<u16>) -> Placer {
+        Placer {
+            server_port,
+            indexes: HashMap::new(),
+        }
+    }
+
+    /// Places the log at `log`, given as the `position`th (from 0) of the export.
+    /// Reasons for falling back to placeholders go to `note`, once per index.
+    pub fn place(&mut self, log: &Path, position: usize, note: &mut dyn FnMut(String)) -> Placement {
+        let client_port = FIRST_CLIENT_PORT + (position % usize::from(u16::MAX - FIRST_CLIENT_PORT + 1)) as u16;
+        let mut placement = Placement {
+            endpoints: Endpoints::new(
+                SocketAddr::new(PLACEHOLDER_CLIENT.into(), client_port),
+                SocketAddr::new(PLACEHOLDER_SERVER.into(), PLACEHOLDER_SERVER_PORT),
+            ),
+            epoch_us: PLACEHOLDER_EPOCH_US,
+        };
+        let placeholders = "placeholder addresses and times from 2000-01-01 UTC";
+        match split_log_name(log) {
+            None => note(format!(
+                "{} is not named <root>_<N>, so it has no run index: {placeholders}",
+                log.display()
+            )),
+            Some((root, conn)) => {
+                let path = index_path(&root);
+                let index = self.indexes.entry(path.clone()).or_insert_with(|| load(&path, note));
+                if let Index::Read { entries, runs } = index {
+                    let name = log.file_name();
+                    match entries
+                        .iter()
+                        .rev()
+                        .find(|e| e.conn == conn && e.log.file_name() == name)
+                    {
+                        Some(entry) => {
+                            let server = entry.upstream.unwrap_or(placement.endpoints.server);
+                            placement.endpoints = Endpoints::new(entry.client, server);
+                            placement.epoch_us = runs[&run_start(entry)];
+                        }
+                        None => {
+                            // A connection still open has no entry yet; if the index
+                            // holds one run, that run is surely this log's too.
+                            let mut starts: Vec<u64> = runs.values().copied().collect();
+                            starts.sort_unstable();
+                            starts.dedup();
+                            let times = if let [start] = starts[..] {
+                                placement.epoch_us = start;
+                                "the run's times"
+                            } else {
+                                "times from 2000-01-01 UTC"
+                            };
+                            note(format!(
+                                "no entry for {} in {} (is the connection still open?): placeholder addresses and {times}",
+                                log.display(),
+                                path.display()
+                            ));
+                        }
+                    }
+                }
+            }
+        }
+        if let Some(port) = self.server_port {
+            placement.endpoints.server.set_port(port);
+        }
+        placement
+    }
+}
+
+/// Reads an index, or says why its logs get placeholders.
+fn load(path: &Path, note: &mut dyn FnMut(String)) -> Index {
+    if !path.exists() {
+        note(format!(
+            "no run index {}: its logs get placeholder addresses and times from 2000-01-01 UTC",
+            path.display()
+        ));
+        return Index::Unusable;
+    }
+    match read_index(path) {
+        Ok(entries) => {
+            let runs = group_runs(entries.iter().map(run_start));
+            Index::Read { entries, runs }
+        }
+        Err(err) => {
+            note(format!("ignoring run index {}: {err:#}", path.display()));
+            Index::Unusable
+        }
+    }
+}
+
+/// The Unix time at which the entry's log clock read zero.
+fn run_start(entry: &Entry) -> u64 {
+    entry.start_unix_us.saturating_sub(entry.start_us)
+}
+
+/// Maps each start to the earliest start of its group, where a group is a chain of
+/// starts each within [`SAME_RUN_US`] of the one before.
+fn group_runs(starts: impl Iterator<Item = u64>) -> HashMap<u64, u64> {
+    let mut starts: Vec<u64> = starts.collect();
+    starts.sort_unstable();
+    let mut runs = HashMap::new();
+    let mut group = (0, 0); // (earliest, previous)
+    for (i, &start) in starts.iter().enumerate() {
+        if i == 0 || start - group.1 > SAME_RUN_US {
+            group.0 = start;
+        }
+        group.1 = start;
+        runs.insert(start, group.0);
+    }
+    runs
+}
+
+/// Splits `<root>_<N>` into the root and N.
+fn split_log_name(log: &Path) -> Option<(PathBuf, u64)> {
+    let name = log.file_name()?.to_str()?;
+    let (stem, number) = name.rsplit_once('_')?;
+    if stem.is_empty() || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((log.with_file_name(stem), number.parse().ok()?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::index::{End, IndexWriter};
+
+    fn entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u64) -> Entry {
+        Entry {
+            conn,
+            log: log.to_path_buf(),
+            client: "127.0.0.1:50312".parse().unwrap(),
+            upstream: Some("127.0.0.1:6379".parse().unwrap()),
+            start_unix_us,
+            start_us,
+            end_us: start_us + 10,
+            client_bytes: 0,
+            server_bytes: 0,
+            client_end: End::Hup,
+            client_error: None,
+            server_end: End::Hup,
+            server_error: None,
+            log_error: None,
+        }
+    }
+
+    fn place(placer: &mut Placer, log: &Path, position: usize) -> (Placement, Vec<String>) {
+        let mut notes = Vec::new();
+        let placement = placer.place(log, position, &mut |n| notes.push(n));
+        (placement, notes)
+    }
+
+    #[test]
+    fn log_names_split_into_root_and_number() {
+        assert_eq!(
+            split_log_name(Path::new("/tmp/my_rec_12")),
+            Some((PathBuf::from("/tmp/my_rec"), 12))
+        );
+        assert_eq!(split_log_name(Path::new("/tmp/rec_index.jsonl")), None);
+        assert_eq!(split_log_name(Path::new("/tmp/rec_")), None);
+        assert_eq!(split_log_name(Path::new("/tmp/rec")), None);
+        assert_eq!(split_log_name(Path::new("_3")), None);
+    }
+
+    #[test]
+    fn entries_give_addresses_and_one_start_per_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let index = IndexWriter::open(&root).unwrap();
+        // Two connections of one run (starts 3 µs apart), one of a later run.
+        index
+            .append(&entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
+            .unwrap();
+        index
+            .append(&entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
+            .unwrap();
+        index
+            .append(&entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
+            .unwrap();
+        let mut placer = Placer::new(None);
+        let (one, notes) = place(&mut placer, &root.with_file_name("rec_1"), 0);
+        assert!(notes.is_empty(), "{notes:?}");
+        assert_eq!(one.endpoints.client, "127.0.0.1:50312".parse().unwrap());
+        assert_eq!(one.endpoints.server, "127.0.0.1:6379".parse().unwrap());
+        assert_eq!(one.epoch_us, 5_000_000);
+        let (two, _) = place(&mut placer, &root.with_file_name("rec_2"), 1);
+        assert_eq!(two.epoch_us, 5_000_000);
+        // Matched by number and file name, although the directory differs.
+        let (three, _) = place(&mut placer, &root.with_file_name("rec_3"), 2);
+        assert_eq!(three.epoch_us, 9_000_000);
+        // No entry (still open) in an index of two runs: placeholders.
+        let (four, notes) = place(&mut placer, &root.with_file_name("rec_4"), 3);
+        assert_eq!(four.epoch_us, PLACEHOLDER_EPOCH_US);
+        assert_eq!(four.endpoints.client, "10.0.0.1:49155".parse().unwrap());
+        assert!(notes[0].contains("no entry for"), "{notes:?}");
+    }
+
+    #[test]
+    fn without_an_index_logs_get_distinct_placeholders_and_the_port_override() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut placer = Placer::new(Some(6379));
+        let (a, notes) = place(&mut placer, &dir.path().join("rec_1"), 0);
+        assert_eq!(notes.len(), 1);
+        assert!(notes[0].starts_with("no run index"), "{notes:?}");
+        let (b, notes) = place(&mut placer, &dir.path().join("rec_2"), 1);
+        assert!(notes.is_empty(), "one note per index: {notes:?}");
+        assert_eq!(a.endpoints.client, "10.0.0.1:49152".parse().unwrap());
+        assert_eq!(b.endpoints.client, "10.0.0.1:49153".parse().unwrap());
+        assert_eq!(a.endpoints.server, "10.0.0.2:6379".parse().unwrap());
+        assert_eq!(a.epoch_us, PLACEHOLDER_EPOCH_US);
+    }
+
+    #[test]
+    fn mixed_families_become_ipv6_and_mapped_addresses_ipv4() {
+        let e = Endpoints::new("[::1]:5000".parse().unwrap(), "127.0.0.1:80".parse().unwrap());
+        assert_eq!(e.server, "[::ffff:127.0.0.1]:80".parse().unwrap());
+        assert!(e.is_ipv6());
+        let e = Endpoints::new(
+            "[::ffff:10.1.2.3]:5000".parse().unwrap(),
+            "127.0.0.1:80".parse().unwrap(),
+        );
+        assert_eq!(e.client, "10.1.2.3:5000".parse().unwrap());
+        assert!(!e.is_ipv6());
+    }
+
+    #[test]
+    fn starts_chain_into_runs() {
+        let runs = group_runs([10, 500, 1_400, 9_000, 9_001].into_iter());
+        assert_eq!(runs[&1_400], 10);
+        assert_eq!(runs[&9_001], 9_000);
+    }
+}

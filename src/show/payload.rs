@@ -39,7 +39,7 @@ pub fn write_text(out: &mut impl Write, payload: &[u8], prefix: &str, paint: Pai
             if shown(c) {
                 continue;
             }
-            line.put(paint.text, valid[run_start..i].as_bytes())?;
+            line.put(paint.text, &valid.as_bytes()[run_start..i])?;
             let mut bytes = [0u8; 4];
             line.put_escaped(paint.escape, c.encode_utf8(&mut bytes).as_bytes())?;
             if c == '\n' {
@@ -47,7 +47,7 @@ pub fn write_text(out: &mut impl Write, payload: &[u8], prefix: &str, paint: Pai
             }
             run_start = i + c.len_utf8();
         }
-        line.put(paint.text, valid[run_start..].as_bytes())?;
+        line.put(paint.text, &valid.as_bytes()[run_start..])?;
         line.put_escaped(paint.escape, chunk.invalid())?;
     }
     if line.open {

@@ -26,97 +26,139 @@ pub struct Paint {
 /// line is ended even if the payload does not end with `\n` (the missing `\n`
 /// escape shows that it did not).
 pub fn write_text(out: &mut impl Write, payload: &[u8], prefix: &str, paint: Paint) -> io::Result<()> {
-    let mut line = Line {
-        out,
+    // The text is built in memory and written in one call: writing the escapes of
+    // a binary payload byte by byte would make showing a large log crawl.
+    let mut line = Text {
+        buf: Vec::with_capacity(payload.len() + payload.len() / 2 + 64),
         prefix,
+        codes: [
+            (paint.text.render().to_string(), paint.text.render_reset().to_string()),
+            (
+                paint.escape.render().to_string(),
+                paint.escape.render_reset().to_string(),
+            ),
+        ],
         open: false,
-        style: None,
+        current: None,
     };
-    for chunk in payload.utf8_chunks() {
-        let valid = chunk.valid();
-        let mut run_start = 0;
-        for (i, c) in valid.char_indices() {
-            if shown(c) {
-                continue;
-            }
-            line.put(paint.text, &valid.as_bytes()[run_start..i])?;
-            let mut bytes = [0u8; 4];
-            line.put_escaped(paint.escape, c.encode_utf8(&mut bytes).as_bytes())?;
-            if c == '\n' {
-                line.end()?;
-            }
-            run_start = i + c.len_utf8();
+    let mut rest = payload;
+    while let Some(&first) = rest.first() {
+        let shown = shown_len(rest);
+        if shown > 0 {
+            line.put(&rest[..shown]);
+            rest = &rest[shown..];
+            continue;
         }
-        line.put(paint.text, &valid.as_bytes()[run_start..])?;
-        line.put_escaped(paint.escape, chunk.invalid())?;
+        // Escaping byte by byte gives the same text as escaping a whole invisible
+        // character, so one byte at a time is enough.
+        line.put_escaped(&rest[..1]);
+        if first == b'\n' {
+            line.end();
+        }
+        rest = &rest[1..];
     }
     if line.open {
-        line.end()?;
+        line.end();
     }
-    Ok(())
+    out.write_all(&line.buf)
 }
 
-/// One output line being written: its prefix goes first, and a style is switched
-/// only when it changes and reset before the newline (so a pager that shows lines
-/// on their own, like `less -R`, shows them right).
-struct Line<'a, W> {
-    out: &'a mut W,
+/// Text lines being built: each line's prefix goes first, and a style is
+/// switched only when it changes and reset before the newline (so a pager that
+/// shows lines on their own, like `less -R`, shows them right).
+struct Text<'a> {
+    buf: Vec<u8>,
     prefix: &'a str,
+    /// The escape codes that start and reset the text style (0) and the escape
+    /// style (1), rendered once: empty without colour.
+    codes: [(String, String); 2],
+    /// Whether a line has been started and not yet ended.
     open: bool,
-    style: Option<Style>,
+    /// Which style is in effect, by its index in `codes`.
+    current: Option<usize>,
 }
 
-impl<W: Write> Line<'_, W> {
-    /// Writes `bytes` as they are, in `style`.
-    fn put(&mut self, style: Style, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.switch(style)?;
-        self.out.write_all(bytes)
+impl Text<'_> {
+    /// Adds `bytes` as they are.
+    fn put(&mut self, bytes: &[u8]) {
+        self.switch(0);
+        self.buf.extend_from_slice(bytes);
     }
 
-    /// Writes each byte as its escape (`\r`, `\n`, `\t`, `\\`, or `\xNN`), in `style`.
-    fn put_escaped(&mut self, style: Style, bytes: &[u8]) -> io::Result<()> {
-        if bytes.is_empty() {
-            return Ok(());
-        }
-        self.switch(style)?;
+    /// Adds each byte as its escape: `\r`, `\n`, `\t`, `\\`, or `\xNN`.
+    fn put_escaped(&mut self, bytes: &[u8]) {
+        self.switch(1);
         for &b in bytes {
             match b {
-                b'\r' => self.out.write_all(b"\\r")?,
-                b'\n' => self.out.write_all(b"\\n")?,
-                b'\t' => self.out.write_all(b"\\t")?,
-                b'\\' => self.out.write_all(b"\\\\")?,
-                _ => write!(self.out, "\\x{b:02x}")?,
+                b'\r' => self.buf.extend_from_slice(b"\\r"),
+                b'\n' => self.buf.extend_from_slice(b"\\n"),
+                b'\t' => self.buf.extend_from_slice(b"\\t"),
+                b'\\' => self.buf.extend_from_slice(b"\\\\"),
+                _ => self
+                    .buf
+                    .extend_from_slice(&[b'\\', b'x', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]),
             }
         }
-        Ok(())
     }
 
-    fn switch(&mut self, style: Style) -> io::Result<()> {
+    /// Starts the line if needed, and the style `codes[style]`.
+    fn switch(&mut self, style: usize) {
         if !self.open {
-            self.out.write_all(self.prefix.as_bytes())?;
+            self.buf.extend_from_slice(self.prefix.as_bytes());
             self.open = true;
         }
-        if self.style != Some(style) {
-            if let Some(old) = self.style {
-                write!(self.out, "{old:#}")?;
-            }
-            write!(self.out, "{style}")?;
-            self.style = Some(style);
+        if self.current != Some(style) {
+            self.reset();
+            self.buf.extend_from_slice(self.codes[style].0.as_bytes());
+            self.current = Some(style);
         }
-        Ok(())
     }
 
-    /// Ends the line: resets the style and writes the newline.
-    fn end(&mut self) -> io::Result<()> {
-        if let Some(old) = self.style.take() {
-            write!(self.out, "{old:#}")?;
+    fn reset(&mut self) {
+        if let Some(style) = self.current.take() {
+            self.buf.extend_from_slice(self.codes[style].1.as_bytes());
         }
-        self.open = false;
-        self.out.write_all(b"\n")
     }
+
+    /// Ends the line: resets the style and adds the newline.
+    fn end(&mut self) {
+        self.reset();
+        self.open = false;
+        self.buf.push(b'\n');
+    }
+}
+
+/// How many bytes at the start of `bytes` are shown as themselves.
+fn shown_len(bytes: &[u8]) -> usize {
+    let mut i = 0;
+    while let Some(&b) = bytes.get(i) {
+        if b.is_ascii() {
+            if !(0x20..0x7f).contains(&b) || b == b'\\' {
+                break;
+            }
+            i += 1;
+            continue;
+        }
+        // A multi-byte character is shown if it is valid UTF-8 and visible.
+        let width = match b {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => break,
+        };
+        let Some(c) = bytes
+            .get(i..i + width)
+            .and_then(|seq| std::str::from_utf8(seq).ok())
+            .and_then(|s| s.chars().next())
+        else {
+            break;
+        };
+        if !shown(c) {
+            break;
+        }
+        i += width;
+    }
+    i
 }
 
 /// Whether a character is shown as itself: visible characters only. Controls
@@ -128,6 +170,9 @@ fn shown(c: char) -> bool {
         && !c.is_control()
         && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
+
+/// Lower-case hex digits, indexed by value.
+const HEX: &[u8; 16] = b"0123456789abcdef";
 
 /// Bytes per hex dump row.
 const ROW: u64 = 16;
@@ -142,35 +187,41 @@ const ROW: u64 = 16;
 pub fn write_hex(out: &mut impl Write, payload: &[u8], start: u64, prefix: &str, paint: Paint) -> io::Result<()> {
     let end = start + payload.len() as u64;
     let mut row = start - start % ROW;
+    // The hex and ASCII columns of one row: built in place and written at once,
+    // because formatting byte by byte makes dumping a large log crawl.
+    let mut cols = Vec::with_capacity(4 * ROW as usize + 4);
     while row < end {
-        write!(
-            out,
-            "{prefix}{}{row:08x}{:#}  {}",
-            paint.escape, paint.escape, paint.text
-        )?;
+        cols.clear();
         for pos in row..row + ROW {
             if pos == row + ROW / 2 {
-                out.write_all(b" ")?;
+                cols.push(b' ');
             }
             if (start..end).contains(&pos) {
-                write!(out, "{:02x} ", payload[(pos - start) as usize])?;
+                let b = payload[(pos - start) as usize];
+                cols.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)], b' ']);
             } else {
-                out.write_all(b"   ")?;
+                cols.extend_from_slice(b"   ");
             }
         }
-        out.write_all(b" |")?;
+        cols.extend_from_slice(b" |");
         for pos in row..(row + ROW).min(end) {
-            let c = if pos < start {
+            cols.push(if pos < start {
                 b' '
             } else {
                 match payload[(pos - start) as usize] {
                     b @ 0x20..=0x7e => b,
                     _ => b'.',
                 }
-            };
-            out.write_all(&[c])?;
+            });
         }
-        writeln!(out, "|{:#}", paint.text)?;
+        cols.push(b'|');
+        write!(
+            out,
+            "{prefix}{}{row:08x}{:#}  {}",
+            paint.escape, paint.escape, paint.text
+        )?;
+        out.write_all(&cols)?;
+        writeln!(out, "{:#}", paint.text)?;
         row += ROW;
     }
     Ok(())

@@ -6,11 +6,14 @@
 //! the file) and says what the records add up to:
 //!
 //! ```text
-//! /tmp/rec_1: valid, 5 records, client 6 bytes, server 7 bytes, 1.204498 s, client hup, server hup
-//! /tmp/rec_2: valid, 3 records, client 6 bytes, server 0 bytes, 0.000127 s, open
-//! /tmp/rec_3: valid, 3 records, client 6 bytes, server 3 bytes, 0.000290 s, truncated at byte 49 (...)
-//! /tmp/rec_4: invalid, corrupt record at byte 54: unknown record kind "xup"
+//! rec_1: valid, 6 records, client 89 bytes, server 200 bytes, 0.007922 s, client hup, server hup
+//! cut_1: valid, 3 records, client 89 bytes, server 185 bytes, 0.006126 s, truncated at byte 118 (the payload ends after 67 of 185 bytes)
+//! rec_3: valid, 3 records, client 6 bytes, server 7 bytes, 0.000286 s, open
+//! bad_2: invalid, corrupt record at byte 0: side is 'x', not `c` or `s`
 //! ```
+//!
+//! Logs are checked in the order `show` reads them (a run's index, matched by a
+//! glob like `rec_*`, is left out: it is not a log).
 //!
 //! A log that ends before its connection did (still open, or cut short inside a
 //! record) is valid: the format promises only whole records before the cut. The
@@ -95,7 +98,8 @@ impl fmt::Display for Verdict {
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     let mut bad = 0;
-    for path in &args.logs {
+    let logs = crate::show::logs_in_order(&args.logs);
+    for path in &logs {
         let line = match File::open(path) {
             Ok(file) => {
                 let verdict = check(file);
@@ -115,7 +119,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if bad == 0 {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("netrecord: {bad} of {} logs not valid", args.logs.len());
+    eprintln!("netrecord: {bad} of {} logs not valid", logs.len());
     Ok(ExitCode::FAILURE)
 }
 

@@ -38,7 +38,7 @@ use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 
 use crate::cli::{ColorChoice, ShowArgs};
-use crate::log::{Event, ReadError, Reader, Record, Side};
+use crate::log::{Event, Micros, ReadError, Reader, Record, Side};
 use payload::Paint;
 
 /// How to show records.
@@ -178,7 +178,7 @@ impl<R: Read> Conversation<R> {
         }
     }
 
-    fn current_time(&self) -> crate::log::Micros {
+    fn current_time(&self) -> Micros {
         self.current.map(|r| r.time).unwrap_or_default()
     }
 
@@ -308,10 +308,11 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         side: args.side.map(Side::from),
         color,
     };
+    let logs = logs_in_order(&args.logs);
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut problems = Problems::default();
     if let Some(side) = args.raw {
-        for path in &args.logs {
+        for path in &logs {
             if let Some(file) = problems.open(path) {
                 let end = write_raw(file, side.into(), &mut out).context("failed to write to stdout")?;
                 problems.add(path, end);
@@ -319,30 +320,30 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         }
     } else if args.merge {
         raise_fd_limit();
-        let numbers = connection_numbers(&args.logs);
+        let numbers = connection_numbers(&logs);
         if numbers.is_none() {
             // Without a `_N` on every file (or with repeated ones) the tags are
             // positions, so say which file each one is.
-            for (i, path) in args.logs.iter().enumerate() {
+            for (i, path) in logs.iter().enumerate() {
                 writeln!(out, "==> [{}] {} <==", i + 1, path.display()).context("failed to write to stdout")?;
             }
         }
-        let numbers = numbers.unwrap_or_else(|| (1..=args.logs.len() as u64).collect());
-        let mut logs = Vec::new();
+        let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
+        let mut files = Vec::new();
         let mut paths = Vec::new();
-        for (path, n) in args.logs.iter().zip(numbers) {
+        for (path, n) in logs.iter().zip(numbers) {
             if let Some(file) = problems.open(path) {
-                logs.push((n, file));
+                files.push((n, file));
                 paths.push(path);
             }
         }
-        let ends = render_merged(logs, &mut out, &opts).context("failed to write to stdout")?;
+        let ends = render_merged(files, &mut out, &opts).context("failed to write to stdout")?;
         for (path, end) in paths.into_iter().zip(ends) {
             problems.add(path, end);
         }
     } else {
-        for (i, path) in args.logs.iter().enumerate() {
-            if args.logs.len() > 1 {
+        for (i, path) in logs.iter().enumerate() {
+            if logs.len() > 1 {
                 let gap = if i > 0 { "\n" } else { "" };
                 writeln!(out, "{gap}==> {} <==", path.display()).context("failed to write to stdout")?;
             }
@@ -403,6 +404,31 @@ impl Problems {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The logs to read, in reading order. A run's index (`<root>_index.jsonl`, which a
+/// glob like `rec_*` also matches) is not a log and is left out when other files
+/// are given. The logs of one run (every name `<root>_N` with the same root) are
+/// sorted by connection number, so `rec_*` reads 1, 2, ..., 10 rather than the
+/// shell's 1, 10, 2; any other list stays in the order given.
+pub fn logs_in_order(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let is_index = |p: &PathBuf| {
+        p.file_name()
+            .is_some_and(|n| n.as_encoded_bytes().ends_with(b"_index.jsonl"))
+    };
+    let mut logs: Vec<PathBuf> = if paths.iter().all(is_index) {
+        paths.to_vec()
+    } else {
+        paths.iter().filter(|p| !is_index(p)).cloned().collect()
+    };
+    let root = |p: &PathBuf| p.to_string_lossy().rsplit_once('_').map(|(root, _)| root.to_string());
+    let one_run = logs
+        .iter()
+        .all(|p| connection_number(p).is_some() && root(p) == root(&logs[0]));
+    if one_run {
+        logs.sort_by_key(|p| connection_number(p));
+    }
+    logs
 }
 
 /// The connection number of each log, from the `_N` that ends its file name; `None`
@@ -579,6 +605,24 @@ mod tests {
              [12] -- the log ends here, before the connection did (still open, or the recording stopped)\n\
              [1]  0.000009 client hung up\n\
              [1]  0.000009 server hung up\n"
+        );
+    }
+
+    #[test]
+    fn a_run_glob_reads_in_connection_order_without_the_index() {
+        let paths = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            logs_in_order(&paths(&["/t/rec_1", "/t/rec_10", "/t/rec_2", "/t/rec_index.jsonl"])),
+            paths(&["/t/rec_1", "/t/rec_2", "/t/rec_10"])
+        );
+        assert_eq!(logs_in_order(&paths(&["b", "a_1"])), paths(&["b", "a_1"]));
+        assert_eq!(
+            logs_in_order(&paths(&["/t/b_2", "/t/a_1"])),
+            paths(&["/t/b_2", "/t/a_1"])
+        );
+        assert_eq!(
+            logs_in_order(&paths(&["/t/rec_index.jsonl"])),
+            paths(&["/t/rec_index.jsonl"])
         );
     }
 

@@ -8,9 +8,12 @@ use crate::util::*;
 
 #[test]
 fn a_recorded_log_is_valid_and_summarised() {
-    let (_dir, log) = record_exchange(b"PING\r\n", b"+PONG\r\n");
+    let (dir, log) = record_exchange(b"PING\r\n", b"+PONG\r\n");
     let expected = valid_log(&log);
-    let out = netrecord(&["check", arg(&log)]);
+    // As from `check rec_*`: the run index is not a log and is left out.
+    let index = dir.path().join("rec_index.jsonl");
+    assert!(index.exists());
+    let out = netrecord(&["check", arg(&index), arg(&log)]);
     assert!(out.status.success(), "{}", out.stderr);
     assert_eq!(out.stderr, "");
     let text = out.text();

@@ -1,10 +1,641 @@
-//! `netrecord show` (not written yet).
+//! `netrecord show`: recorded conversations as a person reads them.
+//!
+//! Each record becomes one header line, `<time> <side> <what>`, and a data record's
+//! payload follows, indented, as escaped text ([`payload::write_text`]) or as a hex
+//! dump whose offsets count the bytes of that side's stream ([`payload::write_hex`]).
+//! The FORMAT.md example shows as:
+//!
+//! ```text
+//! 0.000104 client connected
+//! 0.000231 client 6 bytes
+//!     PING\r\n
+//! 0.000390 server 7 bytes
+//!     +PONG\r\n
+//! 1.204551 client hung up
+//! 1.204602 server hung up
+//! ```
+//!
+//! Several logs are shown one after the other under `==> <path> <==` headings, or,
+//! with `--merge`, as one timeline (all files of a run share one clock) in which
+//! every line starts with its connection's tag, `[N]`. `--raw` writes one side's
+//! payload bytes alone.
+//!
+//! Everything streams: one record's payload per log is in memory at a time. A log
+//! that ends before its connection did (still open, or cut short inside a record)
+//! is shown to its end with a note; a corrupt one is shown up to the bad record,
+//! then the error is noted and reported, and the exit status is 1.
 
+mod payload;
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+use std::fs::File;
+use std::io::{self, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use crate::cli::ShowArgs;
+use anstyle::{AnsiColor, Style};
+use anyhow::Context;
+
+use crate::cli::{ColorChoice, ShowArgs};
+use crate::log::{Event, Micros, ReadError, Reader, Record, Side};
+use payload::Paint;
+
+/// How to show records.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Options {
+    /// Payloads as hex dumps instead of escaped text.
+    pub hex: bool,
+    /// Show only this side's records.
+    pub side: Option<Side>,
+    /// Paint the two sides in two colours with ANSI escapes.
+    pub color: bool,
+}
+
+/// How showing a log ended.
+#[derive(Debug)]
+pub enum End {
+    /// The log was read to its end: the connection ended, or is still open.
+    Clean,
+    /// The log is cut short inside a record; everything before it was shown.
+    Truncated(ReadError),
+    /// The log is corrupt or could not be read from the error's offset on.
+    Failed(ReadError),
+}
+
+/// Shows one log read from `input`.
+///
+/// Errors are only those of writing to `out`; what is wrong with the log itself is
+/// noted in the output and returned as the [`End`].
+pub fn render(input: impl Read, out: &mut impl Write, opts: &Options) -> io::Result<End> {
+    let printer = Printer::new(opts);
+    let mut log = Conversation::new(input, String::new());
+    while log.advance() {
+        printer.record(out, &log)?;
+    }
+    printer.end(out, log.take_end())
+}
+
+/// Shows several logs of one run as one timeline, ordered by time (records with
+/// equal times in the order of `logs`). Each log comes with its connection number,
+/// which tags every line it contributes. Returns each log's end, in order.
+pub fn render_merged<R: Read>(logs: Vec<(u64, R)>, out: &mut impl Write, opts: &Options) -> io::Result<Vec<End>> {
+    let printer = Printer::new(opts);
+    let width = logs.iter().map(|(n, _)| n.to_string().len()).max().unwrap_or(1);
+    let mut convs: Vec<Conversation<R>> = logs
+        .into_iter()
+        .map(|(n, input)| Conversation::new(input, format!("{:<w$} ", format!("[{n}]"), w = width + 2)))
+        .collect();
+    let mut ends: Vec<Option<End>> = convs.iter().map(|_| None).collect();
+    // The next record of every log that has one, earliest first. A log is read
+    // on only after its record has been shown, so at most one payload per log is
+    // held at a time.
+    let mut next = BinaryHeap::new();
+    for (i, conv) in convs.iter_mut().enumerate() {
+        if conv.advance() {
+            next.push(Reverse((conv.current_time(), i)));
+        } else {
+            ends[i] = Some(printer.end(out, conv.take_end())?);
+        }
+    }
+    while let Some(Reverse((_, i))) = next.pop() {
+        let conv = &mut convs[i];
+        printer.record(out, conv)?;
+        if conv.advance() {
+            next.push(Reverse((conv.current_time(), i)));
+        } else {
+            // The end is noted right after the log's last record, where it
+            // belongs in the timeline.
+            ends[i] = Some(printer.end(out, conv.take_end())?);
+        }
+    }
+    Ok(ends.into_iter().map(|e| e.unwrap_or(End::Clean)).collect())
+}
+
+/// Writes the payload bytes of `side`'s data records, and nothing else, to `out`.
+pub fn write_raw(input: impl Read, side: Side, out: &mut impl Write) -> io::Result<End> {
+    let mut reader = Reader::new(input);
+    loop {
+        match reader.next_record() {
+            Ok(Some(rec)) if rec.side == side => out.write_all(reader.payload())?,
+            Ok(Some(_)) => {}
+            Ok(None) => return Ok(End::Clean),
+            Err(e @ ReadError::Truncated { .. }) => return Ok(End::Truncated(e)),
+            Err(e) => return Ok(End::Failed(e)),
+        }
+    }
+}
+
+/// One log being read: its reader, the record just read, and where each side's
+/// stream stands.
+struct Conversation<R> {
+    reader: Reader<R>,
+    /// What every line of this log starts with: its `[N] ` tag when merging.
+    tag: String,
+    /// The record just read, whose payload is the reader's.
+    current: Option<Record>,
+    /// Bytes each side sent before the current record: hex dump offsets.
+    stream: [u64; 2],
+    /// Why reading stopped, once it has.
+    end: Option<Result<(), ReadError>>,
+}
+
+impl<R: Read> Conversation<R> {
+    fn new(input: R, tag: String) -> Conversation<R> {
+        Conversation {
+            reader: Reader::new(input),
+            tag,
+            current: None,
+            stream: [0; 2],
+            end: None,
+        }
+    }
+
+    /// Reads the next record; false once the log has ended.
+    fn advance(&mut self) -> bool {
+        if let Some(Record {
+            side,
+            event: Event::Data(n),
+            ..
+        }) = self.current
+        {
+            self.stream[side.index()] += n as u64;
+        }
+        self.current = None;
+        match self.reader.next_record() {
+            Ok(Some(rec)) => {
+                self.current = Some(rec);
+                true
+            }
+            Ok(None) => {
+                self.end.get_or_insert(Ok(()));
+                false
+            }
+            Err(e) => {
+                self.end = Some(Err(e));
+                false
+            }
+        }
+    }
+
+    fn current_time(&self) -> Micros {
+        self.current.map(|r| r.time).unwrap_or_default()
+    }
+
+    /// How the log ended, for [`Printer::end`]; call once, after `advance` has
+    /// returned false.
+    fn take_end(&mut self) -> Finished<'_> {
+        Finished {
+            tag: &self.tag,
+            complete: self.reader.summary().is_complete(),
+            end: self.end.take().unwrap_or(Ok(())),
+        }
+    }
+}
+
+/// What [`Printer::end`] needs to know about a log that has ended.
+struct Finished<'a> {
+    tag: &'a str,
+    complete: bool,
+    end: Result<(), ReadError>,
+}
+
+/// The styles of one side: its header lines and its payload.
+#[derive(Clone, Copy, Debug, Default)]
+struct SideStyle {
+    header: Style,
+    paint: Paint,
+}
+
+/// Writes records and notes in the chosen form.
+struct Printer {
+    opts: Options,
+    /// Indexed by [`Side::index`].
+    sides: [SideStyle; 2],
+    note: Style,
+}
+
+/// Indentation of payload lines under their header.
+const INDENT: &str = "    ";
+
+impl Printer {
+    fn new(opts: &Options) -> Printer {
+        let side = |color: AnsiColor| {
+            let text = Style::new().fg_color(Some(color.into()));
+            SideStyle {
+                header: text.bold(),
+                paint: Paint {
+                    text,
+                    escape: text.dimmed(),
+                },
+            }
+        };
+        let (sides, note) = if opts.color {
+            ([side(AnsiColor::Green), side(AnsiColor::Magenta)], Style::new().bold())
+        } else {
+            Default::default()
+        };
+        Printer {
+            opts: *opts,
+            sides,
+            note,
+        }
+    }
+
+    /// Writes the conversation's current record, unless its side is filtered out.
+    fn record<R: Read>(&self, out: &mut impl Write, conv: &Conversation<R>) -> io::Result<()> {
+        let Some(rec) = conv.current else { return Ok(()) };
+        if self.opts.side.is_some_and(|side| side != rec.side) {
+            return Ok(());
+        }
+        let style = self.sides[rec.side.index()];
+        let header = style.header;
+        let (tag, time, side) = (&conv.tag, rec.time, rec.side.name());
+        match rec.event {
+            Event::Con => writeln!(out, "{tag}{header}{time} {side} connected{header:#}"),
+            Event::Hup => writeln!(out, "{tag}{header}{time} {side} hung up{header:#}"),
+            Event::Err => writeln!(out, "{tag}{header}{time} {side} error{header:#}"),
+            Event::Data(n) => {
+                let unit = if n == 1 { "byte" } else { "bytes" };
+                writeln!(out, "{tag}{header}{time} {side} {n} {unit}{header:#}")?;
+                let prefix = format!("{tag}{INDENT}");
+                let payload = conv.reader.payload();
+                if self.opts.hex {
+                    payload::write_hex(out, payload, conv.stream[rec.side.index()], &prefix, style.paint)
+                } else {
+                    payload::write_text(out, payload, &prefix, style.paint)
+                }
+            }
+        }
+    }
+
+    /// Notes how a log ended, unless it recorded its connection's end.
+    fn end(&self, out: &mut impl Write, finished: Finished<'_>) -> io::Result<End> {
+        let Finished { tag, complete, end } = finished;
+        let note = self.note;
+        match end {
+            Ok(()) if complete => Ok(End::Clean),
+            Ok(()) => {
+                writeln!(
+                    out,
+                    "{tag}{note}-- the log ends here, before the connection did \
+                     (still open, or the recording stopped){note:#}"
+                )?;
+                Ok(End::Clean)
+            }
+            Err(e @ ReadError::Truncated { .. }) => {
+                writeln!(out, "{tag}{note}-- the log is cut short: {e}{note:#}")?;
+                Ok(End::Truncated(e))
+            }
+            Err(e) => {
+                writeln!(out, "{tag}{note}-- {e}{note:#}")?;
+                Ok(End::Failed(e))
+            }
+        }
+    }
+}
 
 /// Runs `netrecord show`.
-pub fn run(_args: &ShowArgs) -> anyhow::Result<ExitCode> {
-    anyhow::bail!("show is not implemented yet")
+pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
+    let stdout = io::stdout();
+    let color = match args.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => anstream::AutoStream::choice(&stdout) != anstream::ColorChoice::Never,
+    };
+    let opts = Options {
+        hex: args.hex,
+        side: args.side.map(Side::from),
+        color,
+    };
+    let logs = logs_in_order(&args.logs);
+    let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    let mut problems = Problems::default();
+    if let Some(side) = args.raw {
+        for path in &logs {
+            if let Some(file) = problems.open(path) {
+                let end = write_raw(file, side.into(), &mut out).context("failed to write to stdout")?;
+                problems.add(path, end);
+            }
+        }
+    } else if args.merge {
+        raise_fd_limit();
+        let numbers = connection_numbers(&logs);
+        if numbers.is_none() {
+            // Without a `_N` on every file (or with repeated ones) the tags are
+            // positions, so say which file each one is.
+            for (i, path) in logs.iter().enumerate() {
+                writeln!(out, "==> [{}] {} <==", i + 1, path.display()).context("failed to write to stdout")?;
+            }
+        }
+        let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
+        let mut files = Vec::new();
+        let mut paths = Vec::new();
+        for (path, n) in logs.iter().zip(numbers) {
+            if let Some(file) = problems.open(path) {
+                files.push((n, file));
+                paths.push(path);
+            }
+        }
+        let ends = render_merged(files, &mut out, &opts).context("failed to write to stdout")?;
+        for (path, end) in paths.into_iter().zip(ends) {
+            problems.add(path, end);
+        }
+    } else {
+        for (i, path) in logs.iter().enumerate() {
+            if logs.len() > 1 {
+                let gap = if i > 0 { "\n" } else { "" };
+                writeln!(out, "{gap}==> {} <==", path.display()).context("failed to write to stdout")?;
+            }
+            if let Some(file) = problems.open(path) {
+                let end = render(file, &mut out, &opts).context("failed to write to stdout")?;
+                problems.add(path, end);
+            }
+        }
+    }
+    out.flush().context("failed to write to stdout")?;
+    Ok(problems.report(args.raw.is_some()))
+}
+
+/// What went wrong with which log, reported on stderr after the output.
+#[derive(Default)]
+struct Problems {
+    /// Logs cut short: not errors, but worth a note where the output has none.
+    truncated: Vec<String>,
+    failed: Vec<String>,
+}
+
+impl Problems {
+    fn open(&mut self, path: &Path) -> Option<File> {
+        match File::open(path) {
+            Ok(file) => Some(file),
+            Err(e) => {
+                self.failed.push(format!("failed to open log {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+
+    fn add(&mut self, path: &Path, end: End) {
+        match end {
+            End::Clean => {}
+            End::Truncated(e) => self.truncated.push(format!("log {} is cut short: {e}", path.display())),
+            End::Failed(e @ ReadError::Io(_)) => {
+                self.failed.push(format!("failed to read log {}: {e}", path.display()))
+            }
+            End::Failed(e) => self.failed.push(format!("invalid log {}: {e}", path.display())),
+        }
+    }
+
+    /// Prints the problems and gives the exit status. Cut-short logs are noted
+    /// only for raw output, whose stdout has no room for a note.
+    fn report(&self, raw: bool) -> ExitCode {
+        if raw {
+            for line in &self.truncated {
+                eprintln!("netrecord: {line}");
+            }
+        }
+        for line in &self.failed {
+            eprintln!("netrecord: {line}");
+        }
+        if self.failed.is_empty() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The logs to read, in reading order. A run's index (`<root>_index.jsonl`, which a
+/// glob like `rec_*` also matches) is not a log and is left out when other files
+/// are given. The logs of one run (every name `<root>_N` with the same root) are
+/// sorted by connection number, so `rec_*` reads 1, 2, ..., 10 rather than the
+/// shell's 1, 10, 2; any other list stays in the order given.
+pub fn logs_in_order(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let is_index = |p: &PathBuf| {
+        p.file_name()
+            .is_some_and(|n| n.as_encoded_bytes().ends_with(b"_index.jsonl"))
+    };
+    let mut logs: Vec<PathBuf> = if paths.iter().all(is_index) {
+        paths.to_vec()
+    } else {
+        paths.iter().filter(|p| !is_index(p)).cloned().collect()
+    };
+    let root = |p: &PathBuf| p.to_string_lossy().rsplit_once('_').map(|(root, _)| root.to_string());
+    let one_run = logs
+        .iter()
+        .all(|p| connection_number(p).is_some() && root(p) == root(&logs[0]));
+    if one_run {
+        logs.sort_by_key(|p| connection_number(p));
+    }
+    logs
+}
+
+/// The connection number of each log, from the `_N` that ends its file name; `None`
+/// if a name has no such suffix or two logs have the same number.
+fn connection_numbers(paths: &[PathBuf]) -> Option<Vec<u64>> {
+    let numbers: Vec<u64> = paths.iter().map(|p| connection_number(p)).collect::<Option<_>>()?;
+    let mut sorted = numbers.clone();
+    sorted.sort_unstable();
+    sorted.dedup();
+    (sorted.len() == numbers.len()).then_some(numbers)
+}
+
+/// The `N` of a log named `<root>_N`.
+fn connection_number(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let (_, digits) = name.rsplit_once('_')?;
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// Merging holds every log open at once, and a busy run has more logs than the
+/// usual soft limit of 1024 descriptors: raise it as far as the hard limit allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &[u8] =
+        b"c 0.000104 con\nc 0.000231 6\nPING\r\ns 0.000390 7\n+PONG\r\nc 1.204551 hup\ns 1.204602 hup\n";
+
+    fn show(log: &[u8], opts: Options) -> (String, End) {
+        let mut out = Vec::new();
+        let end = render(log, &mut out, &opts).unwrap();
+        (String::from_utf8(out).unwrap(), end)
+    }
+
+    #[test]
+    fn text_shows_headers_and_escaped_payloads() {
+        let (out, end) = show(EXAMPLE, Options::default());
+        assert!(matches!(end, End::Clean));
+        assert_eq!(
+            out,
+            "0.000104 client connected\n\
+             0.000231 client 6 bytes\n    PING\\r\\n\n\
+             0.000390 server 7 bytes\n    +PONG\\r\\n\n\
+             1.204551 client hung up\n\
+             1.204602 server hung up\n"
+        );
+    }
+
+    #[test]
+    fn side_filter_keeps_one_side() {
+        let opts = Options {
+            side: Some(Side::Server),
+            ..Options::default()
+        };
+        let (out, _) = show(EXAMPLE, opts);
+        assert_eq!(
+            out,
+            "0.000390 server 7 bytes\n    +PONG\\r\\n\n1.204602 server hung up\n"
+        );
+    }
+
+    #[test]
+    fn hex_offsets_count_each_side_stream() {
+        let log = b"c 0.000001 con\nc 0.000002 3\nabcs 0.000003 2\nxyc 0.000004 2\nde";
+        let opts = Options {
+            hex: true,
+            ..Options::default()
+        };
+        let (out, _) = show(log, opts);
+        let rows: Vec<&str> = out.lines().filter(|l| l.starts_with(INDENT)).collect();
+        assert_eq!(rows.len(), 3);
+        // Client bytes 0-2, server bytes 0-1, then client bytes 3-4 in the same row
+        // of the client stream, after three blank columns.
+        assert!(rows[0].starts_with("    00000000  61 62 63  "), "{}", rows[0]);
+        assert!(rows[1].starts_with("    00000000  78 79  "), "{}", rows[1]);
+        assert!(rows[2].starts_with("    00000000           64 65  "), "{}", rows[2]);
+        assert!(rows[2].ends_with("|   de|"), "{}", rows[2]);
+    }
+
+    #[test]
+    fn raw_writes_exactly_one_side() {
+        let mut payloads = Vec::new();
+        let mut log = b"c 0.000001 con\n".to_vec();
+        for i in 0..=255u8 {
+            let side = if i % 3 == 0 { 's' } else { 'c' };
+            log.extend_from_slice(format!("{side} 0.{:06} 2\n", u32::from(i) + 2).as_bytes());
+            log.extend_from_slice(&[i, 255 - i]);
+            if side == 's' {
+                payloads.extend_from_slice(&[i, 255 - i]);
+            }
+        }
+        let mut out = Vec::new();
+        let end = write_raw(&log[..], Side::Server, &mut out).unwrap();
+        assert!(matches!(end, End::Clean), "{end:?}");
+        assert_eq!(out, payloads);
+    }
+
+    #[test]
+    fn an_open_or_cut_log_is_shown_with_a_note() {
+        let (out, end) = show(&EXAMPLE[..54], Options::default());
+        assert!(matches!(end, End::Clean));
+        assert!(out.ends_with("    +PONG\\r\\n\n-- the log ends here, before the connection did (still open, or the recording stopped)\n"), "{out}");
+        let (out, end) = show(&EXAMPLE[..50], Options::default());
+        assert!(
+            matches!(end, End::Truncated(ReadError::Truncated { offset: 34, .. })),
+            "{end:?}"
+        );
+        assert!(out.contains("    PING\\r\\n\n-- the log is cut short: truncated record at byte 34: the payload ends after 3 of 7 bytes\n"), "{out}");
+    }
+
+    #[test]
+    fn a_corrupt_log_is_shown_up_to_the_bad_record() {
+        let mut log = EXAMPLE.to_vec();
+        log[34] = b'x';
+        let (out, end) = show(&log, Options::default());
+        assert!(
+            matches!(end, End::Failed(ReadError::Corrupt { offset: 34, .. })),
+            "{end:?}"
+        );
+        assert!(
+            out.ends_with("    PING\\r\\n\n-- corrupt record at byte 34: side is 'x', not `c` or `s`\n"),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn color_paints_the_sides_differently_and_only_when_asked() {
+        let (plain, _) = show(EXAMPLE, Options::default());
+        assert!(!plain.contains('\x1b'));
+        let opts = Options {
+            color: true,
+            ..Options::default()
+        };
+        let (colored, _) = show(EXAMPLE, opts);
+        let client = colored.lines().find(|l| l.contains("client 6 bytes")).unwrap();
+        let server = colored.lines().find(|l| l.contains("server 7 bytes")).unwrap();
+        assert!(client.starts_with("\x1b[") && server.starts_with("\x1b["));
+        assert_ne!(client.split("0.").next(), server.split("0.").next());
+    }
+
+    #[test]
+    fn merge_orders_by_time_and_tags_every_line() {
+        let a = b"c 0.000001 con\nc 0.000005 2\nhic 0.000009 hup\ns 0.000009 hup\n";
+        let b = b"c 0.000003 con\ns 0.000005 3\nyo\nc 0.000006 hup\n";
+        let mut out = Vec::new();
+        let ends = render_merged(vec![(1, &a[..]), (12, &b[..])], &mut out, &Options::default()).unwrap();
+        assert!(matches!(ends[..], [End::Clean, End::Clean]));
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "[1]  0.000001 client connected\n\
+             [12] 0.000003 client connected\n\
+             [1]  0.000005 client 2 bytes\n\
+             [1]      hi\n\
+             [12] 0.000005 server 3 bytes\n\
+             [12]     yo\\n\n\
+             [12] 0.000006 client hung up\n\
+             [12] -- the log ends here, before the connection did (still open, or the recording stopped)\n\
+             [1]  0.000009 client hung up\n\
+             [1]  0.000009 server hung up\n"
+        );
+    }
+
+    #[test]
+    fn a_run_glob_reads_in_connection_order_without_the_index() {
+        let paths = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            logs_in_order(&paths(&["/t/rec_1", "/t/rec_10", "/t/rec_2", "/t/rec_index.jsonl"])),
+            paths(&["/t/rec_1", "/t/rec_2", "/t/rec_10"])
+        );
+        assert_eq!(logs_in_order(&paths(&["b", "a_1"])), paths(&["b", "a_1"]));
+        assert_eq!(
+            logs_in_order(&paths(&["/t/b_2", "/t/a_1"])),
+            paths(&["/t/b_2", "/t/a_1"])
+        );
+        assert_eq!(
+            logs_in_order(&paths(&["/t/rec_index.jsonl"])),
+            paths(&["/t/rec_index.jsonl"])
+        );
+    }
+
+    #[test]
+    fn connection_numbers_come_from_the_names_or_not_at_all() {
+        let paths = |names: &[&str]| names.iter().map(PathBuf::from).collect::<Vec<_>>();
+        assert_eq!(
+            connection_numbers(&paths(&["/t/rec_3", "/t/rec_10"])),
+            Some(vec![3, 10])
+        );
+        assert_eq!(connection_numbers(&paths(&["/t/rec_3", "/t/rec"])), None);
+        assert_eq!(connection_numbers(&paths(&["/t/a_1", "/u/b_1"])), None);
+        assert_eq!(connection_number(Path::new("/t/rec_+3")), None);
+        assert_eq!(connection_number(Path::new("/t/rec_index.jsonl")), None);
+    }
 }

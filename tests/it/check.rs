@@ -1,1 +1,90 @@
-//! Tests of netrecord check.
+//! Tests of `netrecord check`: sessions recorded through the proxy, checked by the
+//! built binary.
+
+use netrecord::log::Side;
+
+use crate::show::{arg, netrecord, records};
+use crate::util::*;
+
+#[test]
+fn a_recorded_log_is_valid_and_summarised() {
+    let (dir, log) = record_exchange(b"PING\r\n", b"+PONG\r\n");
+    let expected = valid_log(&log);
+    // As from `check rec_*`: the run index is not a log and is left out.
+    let index = dir.path().join("rec_index.jsonl");
+    assert!(index.exists());
+    let out = netrecord(&["check", arg(&index), arg(&log)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    let text = out.text();
+    let prefix = format!(
+        "{}: valid, {} records, client 6 bytes, server 7 bytes, ",
+        log.display(),
+        expected.summary.records
+    );
+    assert!(text.starts_with(&prefix), "{text}");
+    assert!(text.ends_with(" s, client hup, server hup\n"), "{text}");
+    assert_eq!(text.lines().count(), 1);
+}
+
+#[test]
+fn a_truncated_log_is_valid_and_says_so() {
+    let (dir, log) = record_exchange(b"ping", b"pong pong");
+    let (rec, header) = records(&log)
+        .into_iter()
+        .find(|(r, _)| r.side == Side::Server)
+        .expect("a server record");
+    let bytes = std::fs::read(&log).unwrap();
+    let cut = dir.path().join("cut_1");
+    std::fs::write(&cut, &bytes[..rec.offset as usize + header + 2]).unwrap();
+    let out = netrecord(&["check", arg(&cut)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = out.text();
+    let ending = format!(
+        ", truncated at byte {} (the payload ends after 2 of 9 bytes)\n",
+        rec.offset
+    );
+    assert!(text.starts_with(&format!("{}: valid, ", cut.display())), "{text}");
+    assert!(text.ends_with(&ending), "{text}");
+}
+
+#[test]
+fn a_corrupt_log_fails_naming_the_byte_offset() {
+    let (dir, log) = record_exchange(b"ping", b"pong");
+    let (rec, _) = records(&log).into_iter().find(|(r, _)| r.side == Side::Server).unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    // The header's time: `s 0.000123 4` becomes `s 0:000123 4`.
+    let dot = rec.offset as usize + bytes[rec.offset as usize..].iter().position(|&b| b == b'.').unwrap();
+    bytes[dot] = b':';
+    let bad = dir.path().join("bad_1");
+    std::fs::write(&bad, bytes).unwrap();
+    let out = netrecord(&["check", arg(&log), arg(&bad)]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    let text = out.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    assert!(lines[0].starts_with(&format!("{}: valid, ", log.display())), "{text}");
+    assert_eq!(
+        lines[1],
+        format!(
+            "{}: invalid, corrupt record at byte {}: expected '.', found ':'",
+            bad.display(),
+            rec.offset
+        )
+    );
+    assert_eq!(out.stderr, "netrecord: 1 of 2 logs not valid\n");
+}
+
+#[test]
+fn a_missing_log_is_reported_and_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("rec_9");
+    let out = netrecord(&["check", arg(&missing)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        out.text()
+            .starts_with(&format!("{}: unreadable, failed to open: ", missing.display())),
+        "{}",
+        out.text()
+    );
+}

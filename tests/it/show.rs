@@ -1,1 +1,343 @@
-//! Tests of netrecord show.
+//! Tests of `netrecord show`: sessions recorded through the proxy, shown by the
+//! built binary.
+
+use std::io::Read;
+use std::net::Shutdown;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus, Stdio};
+use std::thread;
+
+use netrecord::log::{Event, Reader, Record, Side};
+
+use crate::util::*;
+
+/// What one run of the binary produced.
+pub struct Output {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+}
+
+impl Output {
+    pub fn text(&self) -> String {
+        String::from_utf8(self.stdout.clone()).expect("output is UTF-8")
+    }
+}
+
+/// Runs `netrecord <args>` with extra environment (`None` removes a variable),
+/// within the deadline.
+pub fn netrecord_env(args: &[&str], env: &[(&str, Option<&str>)]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (key, value) in env {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let mut child = cmd.spawn().expect("spawn netrecord");
+    let mut out = child.stdout.take().unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let stdout = thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = out.read_to_end(&mut buf);
+        buf
+    });
+    let stderr = thread::spawn(move || {
+        let mut buf = String::new();
+        let _ = err.read_to_string(&mut buf);
+        buf
+    });
+    let status = wait_child(&mut child);
+    Output {
+        status,
+        stdout: stdout.join().unwrap(),
+        stderr: stderr.join().unwrap(),
+    }
+}
+
+/// Runs `netrecord <args>` with colour settings from the environment removed.
+pub fn netrecord(args: &[&str]) -> Output {
+    netrecord_env(args, &[("NO_COLOR", None), ("CLICOLOR_FORCE", None)])
+}
+
+/// A path as an argument.
+pub fn arg(path: &Path) -> &str {
+    path.to_str().expect("temporary paths are UTF-8")
+}
+
+/// The records of a log, with their header lengths.
+pub fn records(path: &Path) -> Vec<(Record, usize)> {
+    let bytes = std::fs::read(path).unwrap();
+    Reader::new(&bytes[..])
+        .map(|r| {
+            let rec = r.unwrap();
+            let start = rec.offset as usize;
+            let header = bytes[start..].iter().position(|&b| b == b'\n').unwrap() + 1;
+            (rec, header)
+        })
+        .collect()
+}
+
+/// The payload lines shown under `side`'s headers, indentation removed and
+/// joined: the escaped text of that side's whole stream, however it was split
+/// into records.
+fn shown_stream(text: &str, side: &str) -> String {
+    let mut out = String::new();
+    let mut current = "";
+    for line in text.lines() {
+        if let Some(payload) = line.strip_prefix("    ") {
+            if current == side {
+                out.push_str(payload);
+            }
+        } else {
+            current = line.split(' ').nth(1).unwrap_or("");
+        }
+    }
+    out
+}
+
+const REQUEST: &[u8] = b"GET / HTTP/1.0\r\nHost: x\r\n\r\n";
+const REPLY: &[u8] = b"HTTP/1.0 200 OK\r\n\r\n\x00\x01\x1b[2Jbin\xff \xc3\xa9t\xc3\xa9\\";
+
+#[test]
+fn text_shows_each_record_with_its_payload_escaped() {
+    let (_dir, log) = record_exchange(REQUEST, REPLY);
+    let out = netrecord(&["show", arg(&log)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    let text = out.text();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(lines[0].ends_with(" client connected"), "{text}");
+    assert!(lines.iter().any(|l| l.ends_with(" client hung up")), "{text}");
+    assert!(lines.iter().any(|l| l.ends_with(" server hung up")), "{text}");
+    assert!(
+        text.contains("\n    Host: x\\r\\n\n"),
+        "the line breaks after \\n:\n{text}"
+    );
+    assert_eq!(shown_stream(&text, "client"), "GET / HTTP/1.0\\r\\nHost: x\\r\\n\\r\\n");
+    assert_eq!(
+        shown_stream(&text, "server"),
+        "HTTP/1.0 200 OK\\r\\n\\r\\n\\x00\\x01\\x1b[2Jbin\\xff été\\\\"
+    );
+    assert!(
+        !text.contains('\x1b') && !text.contains('\0'),
+        "raw control bytes in:\n{text}"
+    );
+
+    let server_only = netrecord(&["show", "--side", "s", arg(&log)]).text();
+    assert!(!server_only.contains("client"), "{server_only}");
+    assert!(server_only.contains("server hung up"), "{server_only}");
+}
+
+#[test]
+fn raw_gives_exactly_one_side_bytes() {
+    let reply: &'static [u8] = Box::leak(pattern(300_000, 7).into_boxed_slice());
+    let request = pattern(70_000, 8);
+    let (_dir, log) = record_exchange(&request, reply);
+    let server = netrecord(&["show", "--raw", "s", arg(&log)]);
+    assert!(server.status.success(), "{}", server.stderr);
+    assert_eq!(sha256(&server.stdout), sha256(reply));
+    let client = netrecord(&["show", "--raw", "c", arg(&log)]);
+    assert_eq!(sha256(&client.stdout), sha256(&request));
+}
+
+#[test]
+fn hex_offsets_count_the_side_stream() {
+    let reply: &'static [u8] = Box::leak(pattern(5000, 3).into_boxed_slice());
+    let (_dir, log) = record_exchange(b"hello", reply);
+    let out = netrecord(&["show", "--hex", "--side", "s", arg(&log)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    // Every byte's row offset plus column must be its position in the stream.
+    let mut seen = vec![false; reply.len()];
+    for line in out.text().lines().filter_map(|l| l.strip_prefix("    ")) {
+        let (offset, rest) = line.split_once("  ").unwrap();
+        let row = u64::from_str_radix(offset, 16).unwrap() as usize;
+        for col in 0..16 {
+            // Two digits and a space per byte, one more space after the eighth.
+            let at = col * 3 + usize::from(col >= 8);
+            let cell = &rest[at..at + 2];
+            if cell != "  " {
+                let pos = row + col;
+                assert_eq!(u8::from_str_radix(cell, 16).unwrap(), reply[pos], "server byte {pos}");
+                assert!(!seen[pos], "byte {pos} shown twice");
+                seen[pos] = true;
+            }
+        }
+    }
+    assert!(seen.iter().all(|&s| s), "not every server byte was shown");
+}
+
+#[test]
+fn merge_orders_two_logs_by_time_with_connection_tags() {
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    let one = connect(proxy.addr);
+    let two_then = |c: &std::net::TcpStream, data: &[u8]| {
+        send(c, data);
+        assert_eq!(read_n(c, data.len()), data);
+    };
+    two_then(&one, b"one-a");
+    let two = connect(proxy.addr);
+    two_then(&two, b"two-a");
+    two_then(&one, b"one-b");
+    two_then(&two, b"two-b");
+    for c in [&one, &two] {
+        c.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_all(c), b"");
+    }
+    proxy.wait_ended(2);
+    let (log1, log2) = (proxy.log(1), proxy.log(2));
+
+    // Given in the wrong order, the timeline still comes out by time; the run
+    // index (a glob of the run matches it) is not a log and is left out.
+    let index = proxy.index();
+    let out = netrecord(&["show", "--merge", arg(&log2), arg(&index), arg(&log1)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = out.text();
+    let mut data = Vec::new();
+    let mut last_time = 0.0;
+    let mut header = String::new();
+    for line in text.lines() {
+        let (tag, rest) = line.split_once(' ').unwrap();
+        assert!(tag == "[1]" || tag == "[2]", "untagged line {line:?}");
+        if let Some(payload) = rest.strip_prefix("    ") {
+            data.push(format!("{tag} {header} {payload}"));
+        } else {
+            let mut fields = rest.split(' ');
+            let time: f64 = fields.next().unwrap().parse().unwrap();
+            assert!(time >= last_time, "time goes back at {line:?}");
+            last_time = time;
+            header = fields.next().unwrap().to_string();
+        }
+    }
+    assert_eq!(
+        data,
+        [
+            "[1] client one-a",
+            "[1] server one-a",
+            "[2] client two-a",
+            "[2] server two-a",
+            "[1] client one-b",
+            "[1] server one-b",
+            "[2] client two-b",
+            "[2] server two-b"
+        ]
+    );
+
+    // Without --merge, each log is shown whole under its heading, in the order given.
+    let text = netrecord(&["show", arg(&log1), arg(&log2)]).text();
+    let first = text.find(&format!("==> {} <==", log1.display())).expect("heading 1");
+    let second = text.find(&format!("==> {} <==", log2.display())).expect("heading 2");
+    assert!(first < text.find("one-b").unwrap() && text.find("one-b").unwrap() < second);
+    assert!(text.find("two-a").unwrap() > second);
+}
+
+/// A recorded log and a copy of it cut inside a server payload.
+fn cut_log() -> (tempfile::TempDir, PathBuf, u64) {
+    let (dir, log) = record_exchange(b"ping", b"pong pong");
+    let (rec, header) = records(&log)
+        .into_iter()
+        .find(|(r, _)| r.side == Side::Server && matches!(r.event, Event::Data(n) if n >= 2))
+        .expect("a server data record");
+    let bytes = std::fs::read(&log).unwrap();
+    let cut = dir.path().join("cut_1");
+    std::fs::write(&cut, &bytes[..rec.offset as usize + header + 1]).unwrap();
+    (dir, cut, rec.offset)
+}
+
+#[test]
+fn a_truncated_log_is_shown_to_its_end_with_a_note() {
+    let (_dir, cut, offset) = cut_log();
+    let out = netrecord(&["show", arg(&cut)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    let text = out.text();
+    assert!(text.contains("    ping\n"), "{text}");
+    let note = format!("-- the log is cut short: truncated record at byte {offset}: the payload ends after 1 of ");
+    assert!(text.lines().last().unwrap().starts_with(&note), "{text}");
+}
+
+#[test]
+fn a_corrupt_log_is_shown_up_to_the_error_and_fails() {
+    let (dir, log) = record_exchange(b"ping", b"pong");
+    let (rec, _) = records(&log).into_iter().find(|(r, _)| r.side == Side::Server).unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    bytes[rec.offset as usize] = b'x';
+    let bad = dir.path().join("bad_1");
+    std::fs::write(&bad, bytes).unwrap();
+    let out = netrecord(&["show", arg(&bad)]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.text().contains("    ping\n"), "{}", out.text());
+    assert!(!out.text().contains("pong"));
+    let offset = rec.offset;
+    assert_eq!(
+        out.stderr,
+        format!(
+            "netrecord: invalid log {}: corrupt record at byte {offset}: side is 'x', not `c` or `s`\n",
+            bad.display()
+        )
+    );
+}
+
+#[test]
+fn color_follows_the_option_and_the_environment() {
+    let (_dir, log) = record_exchange(b"ping", b"pong");
+    let log = arg(&log);
+    let has_escapes = |args: &[&str], env: &[(&str, Option<&str>)]| {
+        let out = netrecord_env(args, env);
+        assert!(out.status.success(), "{}", out.stderr);
+        out.stdout.contains(&0x1b)
+    };
+    let clean = [("NO_COLOR", None), ("CLICOLOR_FORCE", None)];
+    assert!(has_escapes(&["show", "--color", "always", log], &clean));
+    assert!(!has_escapes(&["show", "--color", "never", log], &clean));
+    // Auto: a pipe is not a terminal, unless CLICOLOR_FORCE says to colour anyway;
+    // NO_COLOR wins over it, and an explicit --color always wins over both.
+    assert!(!has_escapes(&["show", log], &clean));
+    assert!(has_escapes(
+        &["show", log],
+        &[("NO_COLOR", None), ("CLICOLOR_FORCE", Some("1"))]
+    ));
+    assert!(!has_escapes(
+        &["show", log],
+        &[("NO_COLOR", Some("1")), ("CLICOLOR_FORCE", Some("1"))]
+    ));
+    assert!(!has_escapes(
+        &["show", "--color", "never", log],
+        &[("CLICOLOR_FORCE", Some("1"))]
+    ));
+    assert!(has_escapes(
+        &["show", "--color", "always", log],
+        &[("NO_COLOR", Some("1"))]
+    ));
+}
+
+#[test]
+fn a_reader_that_closes_early_ends_show_quietly() {
+    let reply: &'static [u8] = Box::leak(pattern(1 << 20, 5).into_boxed_slice());
+    let (_dir, log) = record_exchange(b"send me a lot", reply);
+    let mut child = Command::new(BIN)
+        .args(["show", arg(&log)])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read a little, like `head -c 100`, then close the pipe. The output (several
+    // MiB) is far larger than the pipe's buffer, so show is still writing.
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 100];
+    stdout.read_exact(&mut first).unwrap();
+    drop(stdout);
+    let mut stderr = child.stderr.take().unwrap();
+    let status = wait_child(&mut child);
+    let mut err = String::new();
+    stderr.read_to_string(&mut err).unwrap();
+    assert!(status.success(), "{status:?}: {err}");
+    assert_eq!(err, "");
+    assert!(first.starts_with(b"0."), "{:?}", String::from_utf8_lossy(&first));
+}

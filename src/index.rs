@@ -77,6 +77,13 @@ pub fn index_path(root: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// Whether `path` names a run index rather than a log: a shell glob of a run
+/// (`rec_*`) matches its index too, and readers leave it out.
+pub fn is_index_path(path: &Path) -> bool {
+    path.file_name()
+        .is_some_and(|name| name.as_encoded_bytes().ends_with(b"_index.jsonl"))
+}
+
 /// The index, open for append, shared by every connection of a run.
 #[derive(Debug)]
 pub struct IndexWriter {

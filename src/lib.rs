@@ -17,6 +17,7 @@
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
+//! - [`limits`]: the open-files limit, raised by the proxy and the readers.
 //! - [`generate`]: the man page and shell completions.
 //! - [`demo`]: `make demo`, a recording of a short exchange on loopback.
 
@@ -26,6 +27,7 @@ pub mod conn;
 pub mod demo;
 pub mod generate;
 pub mod index;
+pub mod limits;
 pub mod log;
 pub mod pcap;
 pub mod proxy;

@@ -119,7 +119,7 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let local = listener.local_addr().context("could not read the listening address")?;
     let index = IndexWriter::open(root)
         .with_context(|| format!("failed to open index {}", crate::index::index_path(root).display()))?;
-    raise_fd_limit();
+    crate::limits::raise_open_files_limit();
 
     let shown: Vec<String> = upstream.iter().map(SocketAddr::to_string).collect();
     let hint = if args.listen.is_loopback() {
@@ -211,22 +211,6 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
-}
-
-/// Each connection holds three descriptors (client, server, log): raise the
-/// soft open-files limit as far as the hard limit allows.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }
 
 /// What every connection thread shares.

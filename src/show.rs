@@ -38,7 +38,8 @@ use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 
 use crate::cli::{ColorChoice, ShowArgs};
-use crate::log::{Event, Micros, ReadError, Reader, Record, Side};
+use crate::index::is_index_path;
+use crate::log::{Event, Micros, ReadError, Reader, Record, Side, split_log_path};
 use payload::Paint;
 
 /// How to show records.
@@ -319,7 +320,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else if args.merge {
-        raise_fd_limit();
+        crate::limits::raise_open_files_limit();
         let numbers = connection_numbers(&logs);
         if numbers.is_none() {
             // Without a `_N` on every file (or with repeated ones) the tags are
@@ -412,16 +413,13 @@ impl Problems {
 /// sorted by connection number, so `rec_*` reads 1, 2, ..., 10 rather than the
 /// shell's 1, 10, 2; any other list stays in the order given.
 pub fn logs_in_order(paths: &[PathBuf]) -> Vec<PathBuf> {
-    let is_index = |p: &PathBuf| {
-        p.file_name()
-            .is_some_and(|n| n.as_encoded_bytes().ends_with(b"_index.jsonl"))
-    };
+    let is_index = |p: &PathBuf| is_index_path(p);
     let mut logs: Vec<PathBuf> = if paths.iter().all(is_index) {
         paths.to_vec()
     } else {
         paths.iter().filter(|p| !is_index(p)).cloned().collect()
     };
-    let root = |p: &PathBuf| p.to_string_lossy().rsplit_once('_').map(|(root, _)| root.to_string());
+    let root = |p: &PathBuf| split_log_path(p).map(|(root, _)| root);
     let one_run = logs
         .iter()
         .all(|p| connection_number(p).is_some() && root(p) == root(&logs[0]));
@@ -443,28 +441,7 @@ fn connection_numbers(paths: &[PathBuf]) -> Option<Vec<u64>> {
 
 /// The `N` of a log named `<root>_N`.
 fn connection_number(path: &Path) -> Option<u64> {
-    let name = path.file_name()?.to_str()?;
-    let (_, digits) = name.rsplit_once('_')?;
-    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    digits.parse().ok()
-}
-
-/// Merging holds every log open at once, and a busy run has more logs than the
-/// usual soft limit of 1024 descriptors: raise it as far as the hard limit allows.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
+    split_log_path(path).map(|(_, n)| n)
 }
 
 #[cfg(test)]

@@ -152,6 +152,17 @@ pub fn log_path(root: &Path, n: u64) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The inverse of [`log_path`]: the root and connection number of a log named
+/// `<root>_<N>`, or `None` if the name does not end in `_` and decimal digits.
+pub fn split_log_path(path: &Path) -> Option<(PathBuf, u64)> {
+    let name = path.file_name()?.to_str()?;
+    let (stem, number) = name.rsplit_once('_')?;
+    if stem.is_empty() || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((path.with_file_name(stem), number.parse().ok()?))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -166,5 +177,16 @@ mod tests {
     #[test]
     fn log_path_appends_number() {
         assert_eq!(log_path(Path::new("/tmp/rec"), 3), Path::new("/tmp/rec_3"));
+    }
+
+    #[test]
+    fn split_log_path_inverts_log_path() {
+        let split = |p: &str| split_log_path(Path::new(p));
+        assert_eq!(split("/tmp/my_rec_12"), Some((PathBuf::from("/tmp/my_rec"), 12)));
+        assert_eq!(split("/tmp/rec_index.jsonl"), None);
+        assert_eq!(split("/tmp/rec_+3"), None);
+        assert_eq!(split("/tmp/rec_"), None);
+        assert_eq!(split("/tmp/_3"), None);
+        assert_eq!(split("/tmp/rec"), None);
     }
 }

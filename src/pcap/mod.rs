@@ -43,6 +43,7 @@ use self::conversation::{Conversation, Ending, Packet};
 use self::file::{LINKTYPE_RAW, PcapWriter};
 use self::placement::{Placement, Placer};
 use crate::cli::PcapArgs;
+use crate::index::is_index_path;
 use crate::log::Reader;
 use crate::log::writer::MAX_HEADER;
 
@@ -60,10 +61,10 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         .logs
         .iter()
         .map(|p| p.as_path())
-        .filter(|p| !is_run_index(p))
+        .filter(|p| !is_index_path(p))
         .collect();
     anyhow::ensure!(!paths.is_empty(), "no logs to export, only run indexes");
-    raise_open_files_limit(paths.len());
+    crate::limits::raise_open_files_limit();
     let mut placer = Placer::new(args.server_port);
     let mut logs = Vec::with_capacity(paths.len());
     for (position, path) in paths.into_iter().enumerate() {
@@ -108,13 +109,6 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
 struct Written {
     packets: u64,
     streams: u64,
-}
-
-/// Whether `path` names a run index (`<root>_index.jsonl`) rather than a log.
-fn is_run_index(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|name| name.to_str())
-        .is_some_and(|name| name.ends_with("_index.jsonl"))
 }
 
 /// A log opened but not read past its first header line yet.
@@ -252,21 +246,4 @@ fn refuse_to_overwrite_a_log(output: &Path, logs: &[impl AsRef<Path>]) -> anyhow
         }
     }
     Ok(())
-}
-
-/// Every log is open for the whole export: raise the soft open-files limit as far
-/// as the hard limit allows when the logs need more than it.
-fn raise_open_files_limit(logs: usize) {
-    let wanted = (logs as libc::rlim_t).saturating_add(64);
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < wanted {
-            limit.rlim_cur = limit.rlim_max.min(wanted);
-            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        }
-    }
 }

@@ -25,6 +25,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use crate::index::{Entry, index_path, read_index};
+use crate::log::split_log_path;
 
 /// Packet times of a log without an index entry count from 2000-01-01 00:00:00 UTC,
 /// an obviously made-up date.
@@ -129,7 +130,7 @@ impl Placer {
             epoch_us: PLACEHOLDER_EPOCH_US,
         };
         let placeholders = "placeholder addresses and times from 2000-01-01 UTC";
-        match split_log_name(log) {
+        match split_log_path(log) {
             None => note(format!(
                 "{} is not named <root>_<N>, so it has no run index: {placeholders}",
                 log.display()
@@ -221,16 +222,6 @@ fn group_runs(starts: impl Iterator<Item = u64>) -> HashMap<u64, u64> {
     runs
 }
 
-/// Splits `<root>_<N>` into the root and N.
-fn split_log_name(log: &Path) -> Option<(PathBuf, u64)> {
-    let name = log.file_name()?.to_str()?;
-    let (stem, number) = name.rsplit_once('_')?;
-    if stem.is_empty() || number.is_empty() || !number.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    Some((log.with_file_name(stem), number.parse().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -259,18 +250,6 @@ mod tests {
         let mut notes = Vec::new();
         let placement = placer.place(log, position, &mut |n| notes.push(n));
         (placement, notes)
-    }
-
-    #[test]
-    fn log_names_split_into_root_and_number() {
-        assert_eq!(
-            split_log_name(Path::new("/tmp/my_rec_12")),
-            Some((PathBuf::from("/tmp/my_rec"), 12))
-        );
-        assert_eq!(split_log_name(Path::new("/tmp/rec_index.jsonl")), None);
-        assert_eq!(split_log_name(Path::new("/tmp/rec_")), None);
-        assert_eq!(split_log_name(Path::new("/tmp/rec")), None);
-        assert_eq!(split_log_name(Path::new("_3")), None);
     }
 
     #[test]

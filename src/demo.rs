@@ -53,6 +53,16 @@ pub fn run() -> anyhow::Result<ExitCode> {
     std::io::stdout().write_all(&bytes)?;
     println!("\nThe run index, {}:\n", index.display());
     print!("{}", std::fs::read_to_string(&index)?);
+    println!(
+        "\nThe same recording, as a person reads it:\n\n$ netrecord show {}",
+        log.display()
+    );
+    let options = crate::show::Options {
+        hex: false,
+        side: None,
+        color: false,
+    };
+    crate::show::render(bytes.as_slice(), &mut std::io::stdout().lock(), &options)?;
     println!("\nThe recording stays in {} for you to explore.", dir.display());
     Ok(ExitCode::SUCCESS)
 }

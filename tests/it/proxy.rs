@@ -647,4 +647,9 @@ fn the_demo_records_and_prints_an_exchange() {
     assert_eq!(log.client, b"PING\r\nSET greeting hello\r\nGET greeting\r\n");
     assert_eq!(log.server, b"+PONG\r\n+OK\r\n$hello\r\n+BYE\r\n");
     assert!(out.contains(&String::from_utf8_lossy(&std::fs::read(dir.join("demo_1")).unwrap()).to_string()));
+    // It ends by showing the recording with `netrecord show`.
+    assert!(
+        out.contains("$ netrecord show ") && out.contains("client 20 bytes\n    SET greeting hello\\r\\n\n"),
+        "{out}"
+    );
 }

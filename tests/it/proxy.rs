@@ -16,6 +16,21 @@ use netrecord::log::{Event, Side};
 
 use crate::util::*;
 
+/// Sends `data` and then a half-close on one thread while reading everything the
+/// other end sends until EOF, as a full-duplex peer does; returns what was read.
+fn full_duplex(client: &TcpStream, data: &[u8]) -> Vec<u8> {
+    let writer = {
+        let (client, data) = (client.try_clone().unwrap(), data.to_vec());
+        thread::spawn(move || {
+            send(&client, &data);
+            client.shutdown(Shutdown::Write).unwrap();
+        })
+    };
+    let got = read_all(client);
+    writer.join().unwrap();
+    got
+}
+
 #[test]
 fn scripted_exchange_is_forwarded_and_recorded() {
     let upstream = Upstream::start(|s| {
@@ -107,17 +122,8 @@ fn large_transfers_both_ways_arrive_and_are_recorded_exactly() {
         })
     };
     let proxy = Proxy::start(upstream.addr, &["-q"]);
-    let client = connect(proxy.addr);
     let down_data = pattern(SIZE, 1);
-    let writer = {
-        let (client, data) = (client.try_clone().unwrap(), down_data.clone());
-        thread::spawn(move || {
-            send(&client, &data);
-            client.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let got_by_client = read_all(&client);
-    writer.join().unwrap();
+    let got_by_client = full_duplex(&connect(proxy.addr), &down_data);
     proxy.wait_ended(1);
     wait_until("the server to finish reading", || {
         received_by_server.lock().unwrap().is_some()
@@ -468,16 +474,7 @@ fn a_full_disk_stops_recording_but_not_the_traffic() {
     let root = disk.dir.path().join("rec");
     let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
     let data = pattern(4 << 20, 5);
-    let client = connect(proxy.addr);
-    let writer = {
-        let (client, data) = (client.try_clone().unwrap(), data.clone());
-        thread::spawn(move || {
-            send(&client, &data);
-            client.shutdown(Shutdown::Write).unwrap();
-        })
-    };
-    let echoed = read_all(&client);
-    writer.join().unwrap();
+    let echoed = full_duplex(&connect(proxy.addr), &data);
     assert_eq!(sha256(&echoed), sha256(&data), "traffic completes");
     let entries = proxy.wait_ended(1);
     let log = read_log(&proxy.log(1));
@@ -563,15 +560,7 @@ fn five_hundred_concurrent_connections_are_all_recorded() {
             thread::spawn(move || {
                 let client = connect(addr);
                 let data = pattern(SIZE, 100 + i as u64);
-                let writer = {
-                    let (client, data) = (client.try_clone().unwrap(), data.clone());
-                    thread::spawn(move || {
-                        send(&client, &data);
-                        client.shutdown(Shutdown::Write).unwrap();
-                    })
-                };
-                let echoed = read_all(&client);
-                writer.join().unwrap();
+                let echoed = full_duplex(&client, &data);
                 assert_eq!(sha256(&echoed), sha256(&data), "client {i}");
                 (client.local_addr().unwrap(), i)
             })

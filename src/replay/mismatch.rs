@@ -75,6 +75,18 @@ impl fmt::Display for Mismatch {
     }
 }
 
+impl Mismatch {
+    /// Adds bytes the peer sent after a differing byte to its excerpt, up to
+    /// [`EXCERPT`]: a peer that sends in small pieces would otherwise show only
+    /// the piece the difference fell in.
+    pub fn follow(&mut self, more: &[u8]) {
+        if let Kind::Differs { got, .. } = &mut self.kind {
+            let room = EXCERPT.saturating_sub(got.len()).min(more.len());
+            got.extend_from_slice(&more[..room]);
+        }
+    }
+}
+
 /// Up to [`EXCERPT`] bytes shown both ways: as escaped text, which reads well for
 /// text protocols, and as hex, which is exact for binary ones. For example
 /// `"PING\r\n" (50 49 4e 47 0d 0a)`, with `...` when there were more bytes.
@@ -104,6 +116,32 @@ mod tests {
         let long = Excerpt(b"0123456789abcdefXYZ").to_string();
         assert!(long.starts_with(r#""0123456789abcdef"... (30 31"#), "{long}");
         assert!(long.ends_with("66...)"), "{long}");
+    }
+
+    #[test]
+    fn an_excerpt_follows_the_bytes_after_a_difference() {
+        let mut m = Mismatch {
+            side: Side::Server,
+            offset: 0,
+            kind: Kind::Differs {
+                expected: b"hello".to_vec(),
+                got: b"x".to_vec(),
+            },
+        };
+        m.follow(b"y");
+        m.follow(&[b'z'; 40]);
+        let Kind::Differs { got, .. } = &m.kind else {
+            unreachable!()
+        };
+        assert_eq!(got.len(), EXCERPT);
+        assert!(got.starts_with(b"xyzz"));
+        let mut silent = Mismatch {
+            side: Side::Server,
+            offset: 0,
+            kind: Kind::HungUpEarly { recorded: 3 },
+        };
+        silent.follow(b"abc");
+        assert_eq!(silent.kind, Kind::HungUpEarly { recorded: 3 });
     }
 
     #[test]

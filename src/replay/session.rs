@@ -368,14 +368,8 @@ fn read_stream(shared: &Shared) {
 /// recorded).
 fn compare(shared: &Shared, state: &mut State, pos: u64, expected: &[u8], got: &[u8]) {
     let peer = shared.script.us.other();
-    if let Some(Mismatch {
-        kind: Kind::Differs { got: excerpt, .. },
-        ..
-    }) = &mut state.mismatch
-    {
-        // Grow the first mismatch's excerpt with the bytes that follow it.
-        let more = EXCERPT.saturating_sub(excerpt.len()).min(got.len());
-        excerpt.extend_from_slice(&got[..more]);
+    if let Some(first) = &mut state.mismatch {
+        first.follow(got);
     }
     if let Some(i) = expected.iter().zip(got).position(|(a, b)| a != b) {
         let offset = pos + i as u64;

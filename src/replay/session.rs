@@ -155,7 +155,7 @@ fn write_side(shared: &Shared) {
             // The gap runs from the record before this one: the peer's bytes we
             // just waited for, or our previous send.
             let anchor = if waited { Instant::now() } else { previous };
-            if !pause_until(shared, anchor + step.gap) {
+            if !pause_until(shared, anchor.checked_add(step.gap)) {
                 break;
             }
         }
@@ -179,8 +179,11 @@ fn write_side(shared: &Shared) {
     shared.changed.notify_all();
 }
 
-/// Waits until `when`, or returns false if the connection is aborted first.
-fn pause_until(shared: &Shared, when: Instant) -> bool {
+/// Waits until `when`, or returns false if the connection is aborted first. A
+/// `None` (a recorded gap too long for the clock to represent) never comes: the
+/// writer stops there.
+fn pause_until(shared: &Shared, when: Option<Instant>) -> bool {
+    let Some(when) = when else { return false };
     let mut state = shared.lock();
     loop {
         if state.aborted {
@@ -298,7 +301,7 @@ fn read_stream(shared: &Shared) {
                 return;
             }
             if due {
-                shared.options.timeout - since.elapsed()
+                shared.options.timeout.saturating_sub(since.elapsed())
             } else {
                 shared.options.timeout
             }

@@ -6,7 +6,7 @@
 //! Reading and writing run side by side, as in the proxy, because a peer may send
 //! while it is being sent to: a single thread that wrote a large response while the
 //! peer was still writing its request could deadlock with it. The two threads meet
-//! in one [`State`] behind a mutex and a condition variable: the reader publishes
+//! in one `State` behind a mutex and a condition variable: the reader publishes
 //! how far the peer has got, the writer how far we have.
 //!
 //! The peer's bytes are compared as one stream, so it may split them into any

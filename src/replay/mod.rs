@@ -1,0 +1,32 @@
+//! `netrecord replay-server` and `netrecord replay-client`: play one side of a
+//! recorded connection against a live peer, and check the peer against the other
+//! side of the recording.
+//!
+//! Data flow: [`script`] reads the log once, up front, into the steps of the side
+//! we play (send these bytes, hang up, reset), each tied to how far the peer had got
+//! before it in the recording, and the peer's recorded stream. [`session`] plays
+//! that on one socket with two threads, a writer for our steps and a reader that
+//! compares the peer's stream with the recording; [`mismatch`] describes the first
+//! place they part. [`server`] listens and plays the recorded server to each client
+//! in turn; [`client`] connects and plays the recorded client.
+
+pub mod client;
+pub mod mismatch;
+pub mod script;
+pub mod server;
+pub mod session;
+
+use std::time::Duration;
+
+use anyhow::Context;
+
+pub use client::run as run_client;
+pub use server::run as run_server;
+
+/// `--timeout` as a duration: a positive, finite number of seconds.
+fn timeout(secs: f64) -> anyhow::Result<Duration> {
+    Duration::try_from_secs_f64(secs)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| format!("--timeout must be a positive number of seconds, not {secs}"))
+}

@@ -1,0 +1,325 @@
+//! Loading a recording into a replay script: what the side we play does, step by
+//! step, and what the live peer is expected to send, each tied to what the other
+//! side must have done first.
+//!
+//! The log's record order is the only causality a recording has: bytes that one
+//! side sent after the proxy had seen some bytes of the other side may depend on
+//! them. So each step of ours waits for the peer's bytes (and hang-up) recorded
+//! before it, and nothing else: the peer's bytes are read as a stream whenever they
+//! come, however the peer splits them into chunks.
+//!
+//! The whole log is read up front, before listening or connecting, so a corrupt log
+//! is an error before anything happens. Its records stay in memory as the script:
+//! each side's payloads concatenated into one buffer (the log's payload size in
+//! total), plus a few words per record. Reading the log again for every client
+//! would hold less, but a replayed recording is a single connection, and a few MiB
+//! held once is cheaper than re-parsing it per client.
+
+use std::io::Read;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+
+use crate::log::{Event, ReadError, Reader, Side};
+
+/// How far one side has got: bytes sent, and whether it has hung up.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Mark {
+    pub bytes: u64,
+    pub hup: bool,
+}
+
+impl Mark {
+    /// Whether a side that has got to `self` has done everything `need` asks.
+    pub fn reaches(self, need: Mark) -> bool {
+        self.bytes >= need.bytes && (self.hup || !need.hup)
+    }
+}
+
+/// Something the side we play does.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Send these bytes of our recorded stream.
+    Send(Range<usize>),
+    /// Close our sending half (`hup`).
+    Hup,
+    /// Abort the connection with a reset (`err`: our side's connection failed).
+    Reset,
+}
+
+/// One record of ours, to replay once the peer has reached `after`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub action: Action,
+    /// The peer's progress recorded before this step.
+    pub after: Mark,
+    /// The recorded time from the record before this one to this one.
+    pub gap: Duration,
+}
+
+/// A point the peer's stream is expected to reach, and our progress recorded before
+/// it: the peer is only late once we have sent what it may have been waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expect {
+    pub until: Mark,
+    pub after: Mark,
+}
+
+/// One recorded connection, seen from the side we play.
+#[derive(Debug)]
+pub struct Script {
+    /// The log it came from, for messages.
+    pub path: PathBuf,
+    /// The side we play.
+    pub us: Side,
+    /// Our records, in order.
+    pub steps: Vec<Step>,
+    /// The peer's records, consecutive ones with the same `after` merged.
+    pub expects: Vec<Expect>,
+    ours: Vec<u8>,
+    theirs: Vec<u8>,
+    their_hup: bool,
+    records: u64,
+    /// Why the replay stops short of a whole connection, when it does.
+    pub note: Option<String>,
+}
+
+impl Script {
+    /// Reads the log at `path` and builds the script for playing `us`.
+    pub fn load(path: &Path, us: Side) -> anyhow::Result<Script> {
+        let reader = Reader::open(path).with_context(|| format!("failed to open log {}", path.display()))?;
+        Script::read(reader, path, us)
+    }
+
+    /// Builds the script from any log reader; `path` only names it in messages.
+    pub fn read<R: Read>(mut reader: Reader<R>, path: &Path, us: Side) -> anyhow::Result<Script> {
+        let mut script = Script {
+            path: path.to_path_buf(),
+            us,
+            steps: Vec::new(),
+            expects: Vec::new(),
+            ours: Vec::new(),
+            theirs: Vec::new(),
+            their_hup: false,
+            records: 0,
+            note: None,
+        };
+        let (mut mine, mut peer) = (Mark::default(), Mark::default());
+        let mut last_time = None;
+        let cut = loop {
+            let record = match reader.next_record() {
+                Ok(Some(record)) => record,
+                Ok(None) => break None,
+                Err(e @ ReadError::Truncated { .. }) => break Some(e),
+                Err(e @ ReadError::Corrupt { .. }) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("log {} is not a valid recording", path.display()));
+                }
+                Err(e) => {
+                    return Err(anyhow::Error::new(e))
+                        .with_context(|| format!("failed to read log {}", path.display()));
+                }
+            };
+            script.records += 1;
+            // The reader guarantees that times never decrease.
+            let gap = Duration::from_micros(record.time.0 - last_time.unwrap_or(record.time).0);
+            last_time = Some(record.time);
+            let ours = record.side == us;
+            match record.event {
+                Event::Con => {}
+                Event::Data(_) if ours => {
+                    let start = script.ours.len();
+                    script.ours.extend_from_slice(reader.payload());
+                    mine.bytes = script.ours.len() as u64;
+                    script.step(Action::Send(start..script.ours.len()), peer, gap);
+                }
+                Event::Data(_) => {
+                    script.theirs.extend_from_slice(reader.payload());
+                    peer.bytes = script.theirs.len() as u64;
+                    script.expect(peer, mine);
+                }
+                Event::Hup if ours => {
+                    mine.hup = true;
+                    script.step(Action::Hup, peer, gap);
+                }
+                Event::Hup => {
+                    peer.hup = true;
+                    script.their_hup = true;
+                    script.expect(peer, mine);
+                }
+                Event::Err if ours => script.step(Action::Reset, peer, gap),
+                // The peer's connection failed: its stream simply ends here.
+                Event::Err => {}
+            }
+        };
+        if script.records == 0 {
+            bail!("log {} is empty: there is nothing to replay", path.display());
+        }
+        let summary = reader.summary();
+        script.note = if let Some(cut) = cut {
+            Some(format!(
+                "log {} is cut short ({cut}): replaying the {} whole records before it",
+                path.display(),
+                script.records
+            ))
+        } else if let Some(side) = summary.err {
+            Some(format!(
+                "log {} ends with `{} err` (the {}'s connection failed): replaying up to it",
+                path.display(),
+                side.letter(),
+                side.name()
+            ))
+        } else if !summary.is_complete() {
+            Some(format!(
+                "log {} ends with the connection still open: replaying the {} records it has",
+                path.display(),
+                script.records
+            ))
+        } else {
+            None
+        };
+        Ok(script)
+    }
+
+    fn step(&mut self, action: Action, after: Mark, gap: Duration) {
+        self.steps.push(Step { action, after, gap });
+    }
+
+    fn expect(&mut self, until: Mark, after: Mark) {
+        match self.expects.last_mut() {
+            // Nothing of ours came between: one point to wait for, not two.
+            Some(last) if last.after == after => last.until = until,
+            _ => self.expects.push(Expect { until, after }),
+        }
+    }
+
+    /// The bytes a [`Action::Send`] step sends.
+    pub fn ours(&self, range: &Range<usize>) -> &[u8] {
+        &self.ours[range.clone()]
+    }
+
+    /// Everything the peer is recorded to send, in order.
+    pub fn theirs(&self) -> &[u8] {
+        &self.theirs
+    }
+
+    /// How many bytes we are recorded to send.
+    pub fn our_total(&self) -> u64 {
+        self.ours.len() as u64
+    }
+
+    /// Whether the peer is recorded to hang up after its bytes.
+    pub fn their_hup(&self) -> bool {
+        self.their_hup
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &[u8] =
+        b"c 0.000104 con\nc 0.000231 6\nPING\r\ns 0.000390 7\n+PONG\r\nc 1.204551 hup\ns 1.204602 hup\n";
+
+    fn script(log: &[u8], us: Side) -> Script {
+        Script::read(Reader::new(log), Path::new("test"), us).unwrap()
+    }
+
+    fn mark(bytes: u64, hup: bool) -> Mark {
+        Mark { bytes, hup }
+    }
+
+    #[test]
+    fn server_waits_for_the_client_bytes_recorded_before() {
+        let s = script(EXAMPLE, Side::Server);
+        assert_eq!(s.note, None);
+        assert_eq!(
+            s.steps,
+            vec![
+                Step {
+                    action: Action::Send(0..7),
+                    after: mark(6, false),
+                    gap: Duration::from_micros(159),
+                },
+                Step {
+                    action: Action::Hup,
+                    after: mark(6, true),
+                    gap: Duration::from_micros(51),
+                },
+            ]
+        );
+        assert_eq!(
+            s.expects,
+            vec![
+                Expect {
+                    until: mark(6, false),
+                    after: mark(0, false),
+                },
+                Expect {
+                    until: mark(6, true),
+                    after: mark(7, false),
+                },
+            ]
+        );
+        assert_eq!(s.theirs(), b"PING\r\n");
+        assert_eq!(s.ours(&(0..7)), b"+PONG\r\n");
+        assert!(s.their_hup());
+    }
+
+    #[test]
+    fn client_script_mirrors_the_server_script() {
+        let s = script(EXAMPLE, Side::Client);
+        let actions: Vec<_> = s.steps.iter().map(|st| (st.action.clone(), st.after)).collect();
+        assert_eq!(
+            actions,
+            vec![(Action::Send(0..6), mark(0, false)), (Action::Hup, mark(7, false))]
+        );
+        assert_eq!(s.theirs(), b"+PONG\r\n");
+        assert_eq!(s.our_total(), 6);
+    }
+
+    #[test]
+    fn consecutive_peer_records_merge_into_one_expectation() {
+        let log = b"c 0.000001 con\ns 0.000002 3\n220s 0.000003 2\n\r\nc 0.000004 1\nQ";
+        let s = script(log, Side::Server);
+        assert_eq!(s.steps.len(), 2);
+        assert_eq!(
+            s.steps.iter().map(|st| st.after).collect::<Vec<_>>(),
+            vec![mark(0, false); 2]
+        );
+        assert_eq!(
+            s.expects,
+            vec![Expect {
+                until: mark(1, false),
+                after: mark(5, false),
+            }]
+        );
+        assert!(s.note.as_deref().unwrap().contains("still open"), "{:?}", s.note);
+    }
+
+    #[test]
+    fn a_cut_log_replays_its_whole_records_and_says_so() {
+        let cut = &EXAMPLE[..EXAMPLE.len() - 20];
+        let s = script(cut, Side::Server);
+        assert_eq!(s.steps.len(), 1);
+        assert!(s.note.as_deref().unwrap().contains("cut short"), "{:?}", s.note);
+    }
+
+    #[test]
+    fn corrupt_and_empty_logs_are_errors() {
+        let e = Script::read(Reader::new(&b"hello world\n"[..]), Path::new("x"), Side::Server).unwrap_err();
+        assert!(format!("{e:#}").starts_with("log x is not a valid recording: corrupt record at byte 0"));
+        let e = Script::read(Reader::new(&b""[..]), Path::new("x"), Side::Server).unwrap_err();
+        assert!(format!("{e:#}").contains("empty"));
+    }
+
+    #[test]
+    fn our_err_becomes_a_reset() {
+        let log = b"c 0.000001 con\nc 0.000002 1\nxs 0.000003 err\n";
+        let s = script(log, Side::Server);
+        assert_eq!(s.steps.last().unwrap().action, Action::Reset);
+        assert!(s.note.as_deref().unwrap().contains("`s err`"));
+    }
+}

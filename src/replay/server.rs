@@ -1,0 +1,183 @@
+//! `netrecord replay-server`: be the server of a recording. Listens, and plays the
+//! recorded server to one client (or, with `--loop`, to each client in turn until
+//! a signal), comparing what each client sends with the recorded client.
+//!
+//! Results go to stdout, one line per client and a summary; the startup line, notes
+//! about the log, and errors go to stderr.
+
+use std::io::{self, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+
+use anyhow::Context;
+use socket2::SockRef;
+
+use super::script::Script;
+use super::session::{self, Options};
+use crate::cli::{ReplayServerArgs, Timing};
+use crate::log::Side;
+use crate::proxy::bind;
+
+/// Runs `netrecord replay-server`. Exit status 0 if every client served sent what
+/// the recording says, 1 otherwise.
+pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
+    let timeout = super::timeout(args.timeout)?;
+    let script = Script::load(&args.log, Side::Server)?;
+    if let Some(note) = &script.note {
+        eprintln!("netrecord: {note}");
+    }
+    let addr = SocketAddr::new(args.listen, args.port);
+    let listener = bind(addr).with_context(|| format!("could not listen on {addr}"))?;
+    let local = listener.local_addr().context("could not read the listening address")?;
+    eprintln!(
+        "netrecord: listening on {local}, replaying {} as the server ({} bytes to expect from each client, {} bytes to send)",
+        args.log.display(),
+        script.theirs().len(),
+        script.our_total()
+    );
+    let stop = Arc::new(Stop::new(&listener).context("could not prepare the listener for a stop")?);
+    if args.repeat {
+        on_signals(&stop)?;
+    }
+    let options = Options {
+        timeout,
+        timing: Timing::Fast,
+        stop_at_mismatch: args.strict,
+    };
+    let mut out = io::stdout().lock();
+    let (mut served, mut failed) = (0u64, 0u64);
+    loop {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(_) if stop.is_triggered() => break,
+            Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => continue,
+            Err(e) => return Err(e).with_context(|| format!("failed to accept a client on {local}")),
+        };
+        let n = served + 1;
+        // Recorded chunks go out as recorded, without Nagle's delay.
+        let _ = stream.set_nodelay(true);
+        stop.serving(&stream);
+        let outcome = session::play(&script, &stream, options);
+        stop.served();
+        drop(stream);
+        if stop.is_triggered() {
+            match &outcome {
+                Ok(o) => writeln!(
+                    out,
+                    "#{n} {peer}: interrupted after receiving {} bytes and sending {} (not counted)",
+                    o.received, o.sent
+                )?,
+                Err(_) => writeln!(out, "#{n} {peer}: interrupted (not counted)")?,
+            }
+            break;
+        }
+        served += 1;
+        match outcome {
+            Ok(o) if o.mismatch.is_none() => writeln!(
+                out,
+                "#{n} {peer}: matched the recording: received {} bytes, sent {} bytes",
+                o.received, o.sent
+            )?,
+            Ok(o) => {
+                failed += 1;
+                let mismatch = o.mismatch.expect("a mismatch");
+                writeln!(
+                    out,
+                    "#{n} {peer}: {mismatch}; received {} of {} bytes, sent {} of {}",
+                    o.received,
+                    script.theirs().len(),
+                    o.sent,
+                    script.our_total()
+                )?;
+            }
+            Err(e) => {
+                failed += 1;
+                writeln!(out, "#{n} {peer}: could not replay: {e}")?;
+            }
+        }
+        out.flush()?;
+        if !args.repeat {
+            break;
+        }
+    }
+    let plural = if served == 1 { "" } else { "s" };
+    writeln!(
+        out,
+        "served {served} client{plural}: {} matched the recording, {failed} did not",
+        served - failed
+    )?;
+    out.flush()?;
+    Ok(if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// Ends a `--loop` run: wakes the accept loop, and cuts the client being served
+/// short so a stop does not wait for it.
+struct Stop {
+    stopped: AtomicBool,
+    listener: TcpListener,
+    current: Mutex<Option<TcpStream>>,
+}
+
+impl Stop {
+    fn new(listener: &TcpListener) -> io::Result<Stop> {
+        Ok(Stop {
+            stopped: AtomicBool::new(false),
+            listener: listener.try_clone()?,
+            current: Mutex::new(None),
+        })
+    }
+
+    fn trigger(&self) {
+        self.stopped.store(true, Ordering::SeqCst);
+        // Shutting a listening socket down makes a blocked accept fail (EINVAL on
+        // Linux), and shutting the client's socket down ends its session.
+        let _ = SockRef::from(&self.listener).shutdown(Shutdown::Read);
+        if let Some(stream) = &*self.current.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    fn is_triggered(&self) -> bool {
+        self.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Remembers the client being served, so a stop can reach it.
+    fn serving(&self, stream: &TcpStream) {
+        let mut current = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        *current = stream.try_clone().ok();
+        // A stop that came between accept and here found no client to cut short.
+        if self.is_triggered() {
+            let _ = stream.shutdown(Shutdown::Both);
+        }
+    }
+
+    /// Forgets the client, closing the copy of its socket: its reset or close
+    /// must happen when the session's stream is dropped, not later.
+    fn served(&self) {
+        self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// SIGINT and SIGTERM end a `--loop` run, which then reports the clients served.
+fn on_signals(stop: &Arc<Stop>) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("could not install signal handlers")?;
+    let stop = Arc::clone(stop);
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                stop.trigger();
+            }
+        })
+        .context("could not start the signal thread")?;
+    Ok(())
+}

@@ -218,8 +218,8 @@ pub struct ReplayServerArgs {
     pub strict: bool,
 
     /// Seconds to wait for a client's next bytes before giving up on it.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    pub timeout: Duration,
 }
 
 /// Act as the recorded client against a live server and compare its answers.
@@ -247,8 +247,8 @@ pub struct ReplayClientArgs {
     pub timing: Timing,
 
     /// Seconds to wait for the server's next bytes before giving up.
-    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
-    pub timeout: f64,
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    pub timeout: Duration,
 }
 
 /// How replay-client paces what it sends.

@@ -17,7 +17,8 @@
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
-//! - [`limits`]: the open-files limit, raised by the proxy and the readers.
+//! - [`net`]: resolving a server's name and connecting to the first address that answers.
+//! - [`process`]: the open-files limit and stop signals.
 //! - [`generate`]: the man page and shell completions.
 //! - [`demo`]: `make demo`, a recording of a short exchange on loopback.
 
@@ -27,9 +28,10 @@ pub mod conn;
 pub mod demo;
 pub mod generate;
 pub mod index;
-pub mod limits;
 pub mod log;
+pub mod net;
 pub mod pcap;
+pub mod process;
 pub mod proxy;
 pub mod relay;
 pub mod replay;

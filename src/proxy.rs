@@ -11,7 +11,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -113,13 +113,13 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         bail!("missing arguments: netrecord <server host> <server port> <proxy port> <log file root>");
     };
     check_log_dir(root)?;
-    let upstream = resolve(host, port)?;
+    let upstream = crate::net::resolve(host, port)?;
     let listen = SocketAddr::new(args.listen, proxy_port);
     let listener = bind(listen).with_context(|| format!("could not listen on {listen}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
     let index = IndexWriter::open(root)
         .with_context(|| format!("failed to open index {}", crate::index::index_path(root).display()))?;
-    crate::limits::raise_open_files_limit();
+    crate::process::raise_open_files_limit();
 
     let shown: Vec<String> = upstream.iter().map(SocketAddr::to_string).collect();
     let hint = if args.listen.is_loopback() {
@@ -135,20 +135,11 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     );
 
     let shutdown = Shutdown::new();
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])
-        .context("could not install signal handlers")?;
     let on_signal = shutdown.clone();
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                on_signal.trigger();
-            }
-        })
-        .context("could not start the signal thread")?;
+    crate::process::on_stop_signal(move || on_signal.trigger())?;
 
     let config = Config {
-        upstream_name: format!("{host}:{port}"),
+        upstream_name: crate::net::display_name(host, port),
         upstream,
         root: root.to_path_buf(),
         connect_timeout: args.connect_timeout,
@@ -189,18 +180,6 @@ fn check_log_dir(root: &Path) -> anyhow::Result<()> {
         bail!("log directory {} is not writable: {e}", dir.display());
     }
     Ok(())
-}
-
-/// Resolves the server to all its addresses, IPv4 and IPv6.
-fn resolve(host: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("could not resolve server host {host}"))?
-        .collect();
-    if addrs.is_empty() {
-        bail!("could not resolve server host {host}: no addresses");
-    }
-    Ok(addrs)
 }
 
 /// Binds a listener with SO_REUSEADDR (a restart is not refused because of old
@@ -359,7 +338,8 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
 
 /// A connection's life after accept, on its own thread.
 fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
-    let server = match connect(&shared.config) {
+    let config = &shared.config;
+    let server = match crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout) {
         Ok(server) => server,
         Err(e) => {
             conn.err(Side::Server, &e);
@@ -392,28 +372,6 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     }
     drop((client, server));
     finish(shared, conn);
-}
-
-/// Connects to the first of the server's addresses that accepts, each within the
-/// connect timeout; the error names the server and every address tried.
-fn connect(config: &Config) -> io::Result<TcpStream> {
-    let mut errors = Vec::new();
-    for addr in &config.upstream {
-        match TcpStream::connect_timeout(addr, config.connect_timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => errors.push((addr, e)),
-        }
-    }
-    let (_, last) = errors.pop().expect("at least one upstream address");
-    let tried: Vec<String> = config.upstream.iter().map(SocketAddr::to_string).collect();
-    Err(io::Error::new(
-        last.kind(),
-        format!(
-            "could not connect to {} ({}): {last}",
-            config.upstream_name,
-            tried.join(", ")
-        ),
-    ))
 }
 
 /// A connection has ended: write its index line and its end line.

@@ -320,7 +320,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
     } else if args.merge {
-        crate::limits::raise_open_files_limit();
+        crate::process::raise_open_files_limit();
         let numbers = connection_numbers(&logs);
         if numbers.is_none() {
             // Without a `_N` on every file (or with repeated ones) the tags are

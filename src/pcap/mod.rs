@@ -64,7 +64,7 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         .filter(|p| !is_index_path(p))
         .collect();
     anyhow::ensure!(!paths.is_empty(), "no logs to export, only run indexes");
-    crate::limits::raise_open_files_limit();
+    crate::process::raise_open_files_limit();
     let mut placer = Placer::new(args.server_port);
     let mut logs = Vec::with_capacity(paths.len());
     for (position, path) in paths.into_iter().enumerate() {

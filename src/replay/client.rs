@@ -6,11 +6,10 @@
 //! (an unreadable log, a refused connection) go to stderr through `main`.
 
 use std::io::{self, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::IpAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::Context;
 
 use super::script::Script;
 use super::session::{self, Options};
@@ -20,12 +19,13 @@ use crate::log::Side;
 /// Runs `netrecord replay-client`. Exit status 0 only if the server answered
 /// exactly as recorded.
 pub fn run(args: &ReplayClientArgs) -> anyhow::Result<ExitCode> {
-    let timeout = super::timeout(args.timeout)?;
+    let timeout = args.timeout;
     let script = Script::load(&args.log, Side::Client)?;
     if let Some(note) = &script.note {
         eprintln!("netrecord: {note}");
     }
-    let stream = connect(&args.host, args.port, timeout)?;
+    let addrs = crate::net::resolve(&args.host, args.port)?;
+    let stream = crate::net::connect_first(&crate::net::display_name(&args.host, args.port), &addrs, timeout)?;
     let target = match stream.peer_addr() {
         Ok(addr) if args.host.parse::<IpAddr>().is_err() => format!("{}:{} ({addr})", args.host, args.port),
         Ok(addr) => addr.to_string(),
@@ -67,34 +67,4 @@ pub fn run(args: &ReplayClientArgs) -> anyhow::Result<ExitCode> {
     };
     out.flush()?;
     Ok(code)
-}
-
-/// Connects to the first of the host's addresses that accepts within `timeout`.
-fn connect(host: &str, port: u16, timeout: Duration) -> anyhow::Result<TcpStream> {
-    let name = match host.parse::<IpAddr>() {
-        Ok(ip) => SocketAddr::new(ip, port).to_string(),
-        Err(_) => format!("{host}:{port}"),
-    };
-    let addrs: Vec<SocketAddr> = (host, port)
-        .to_socket_addrs()
-        .with_context(|| format!("could not resolve host {host}"))?
-        .collect();
-    if addrs.is_empty() {
-        bail!("could not resolve host {host}: no addresses");
-    }
-    let mut last = None;
-    for addr in &addrs {
-        match TcpStream::connect_timeout(addr, timeout) {
-            Ok(stream) => return Ok(stream),
-            Err(e) => last = Some(e),
-        }
-    }
-    let tried = if host.parse::<IpAddr>().is_ok() {
-        String::new()
-    } else {
-        let list: Vec<String> = addrs.iter().map(SocketAddr::to_string).collect();
-        format!(" ({})", list.join(", "))
-    };
-    let error = last.map_or_else(|| anyhow!("no address answered"), anyhow::Error::new);
-    Err(error.context(format!("could not connect to {name}{tried}")))
 }

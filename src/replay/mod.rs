@@ -16,17 +16,5 @@ pub mod script;
 pub mod server;
 pub mod session;
 
-use std::time::Duration;
-
-use anyhow::Context;
-
 pub use client::run as run_client;
 pub use server::run as run_server;
-
-/// `--timeout` as a duration: a positive, finite number of seconds.
-fn timeout(secs: f64) -> anyhow::Result<Duration> {
-    Duration::try_from_secs_f64(secs)
-        .ok()
-        .filter(|d| !d.is_zero())
-        .with_context(|| format!("--timeout must be a positive number of seconds, not {secs}"))
-}

@@ -10,7 +10,6 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::thread;
 
 use anyhow::Context;
 use socket2::SockRef;
@@ -24,7 +23,7 @@ use crate::proxy::bind;
 /// Runs `netrecord replay-server`. Exit status 0 if every client served sent what
 /// the recording says, 1 otherwise.
 pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
-    let timeout = super::timeout(args.timeout)?;
+    let timeout = args.timeout;
     let script = Script::load(&args.log, Side::Server)?;
     if let Some(note) = &script.note {
         eprintln!("netrecord: {note}");
@@ -40,7 +39,9 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     );
     let stop = Arc::new(Stop::new(&listener).context("could not prepare the listener for a stop")?);
     if args.repeat {
-        on_signals(&stop)?;
+        // SIGINT and SIGTERM end a `--loop` run, which then reports the clients served.
+        let stop = Arc::clone(&stop);
+        crate::process::on_stop_signal(move || stop.trigger())?;
     }
     let options = Options {
         timeout,
@@ -163,21 +164,4 @@ impl Stop {
     fn served(&self) {
         self.current.lock().unwrap_or_else(|e| e.into_inner()).take();
     }
-}
-
-/// SIGINT and SIGTERM end a `--loop` run, which then reports the clients served.
-fn on_signals(stop: &Arc<Stop>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("could not install signal handlers")?;
-    let stop = Arc::clone(stop);
-    thread::Builder::new()
-        .name("signals".into())
-        .spawn(move || {
-            if signals.forever().next().is_some() {
-                stop.trigger();
-            }
-        })
-        .context("could not start the signal thread")?;
-    Ok(())
 }

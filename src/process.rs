@@ -1,0 +1,44 @@
+//! Process-wide plumbing shared by the modes: the open-files limit and the
+//! SIGINT/SIGTERM that ask a long-running mode to stop.
+//!
+//! The proxy holds three descriptors per connection, and `show --merge` and `pcap`
+//! hold every log of a run open at once; the usual soft limit of 1024 is far below
+//! what the hard limit allows.
+
+use std::thread;
+
+use anyhow::Context;
+
+/// Raises the soft open-files limit to the hard limit. Best effort: if the limits
+/// cannot be read or changed, the process runs with what it has.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit only read and write the struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// Runs `stop` on a thread of its own when the first SIGINT or SIGTERM arrives.
+/// The signal then no longer kills the process: `stop` must make the mode wind
+/// down (stop accepting, report, return from `run`).
+pub fn on_stop_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals =
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("could not install signal handlers")?;
+    thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if signals.forever().next().is_some() {
+                stop();
+            }
+        })
+        .context("could not start the signal thread")?;
+    Ok(())
+}

@@ -10,7 +10,7 @@
 //! open.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -27,6 +27,17 @@ use crate::conn::Conn;
 use crate::index::{End, Entry, IndexWriter};
 use crate::log::{Clock, LogWriter, Side, log_path};
 use crate::relay;
+
+/// Prints one line to stderr with a single write. `eprintln!` writes every piece
+/// of its format separately (stderr is unbuffered): a per-connection line cost
+/// about twenty system calls, each waking whatever reads the other end.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
 
 /// Relay threads keep their buffers on the heap and call nothing deep, so a small
 /// stack lets thousands of connections fit in little memory.
@@ -136,7 +147,7 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     } else {
         ""
     };
-    eprintln!(
+    say!(
         "netrecord: listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {} (index {})",
         shown.join(", "),
         format!("{}_N", root.display()),
@@ -164,7 +175,7 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
     };
     let totals = run(listener, config, index, &shutdown)?;
-    eprintln!(
+    say!(
         "netrecord: stopped after {} connection{}: {} bytes from clients, {} bytes from servers",
         totals.connections,
         if totals.connections == 1 { "" } else { "s" },
@@ -271,10 +282,10 @@ pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: 
         match listener.accept() {
             Ok((client, addr)) => {
                 if let Some(pause) = backoff.recovered() {
-                    eprintln!("netrecord: accepting again after {pause}");
+                    say!("netrecord: accepting again after {pause}");
                 }
                 if let Err(e) = accept(&shared, client, addr, &mut next) {
-                    eprintln!("netrecord: connection from {addr} dropped: {e:#}");
+                    say!("netrecord: connection from {addr} dropped: {e:#}");
                     if is_resource_error(e.downcast_ref::<io::Error>()) {
                         thread::sleep(backoff.failed(None));
                     }
@@ -319,7 +330,7 @@ impl Backoff {
         let delay = match self.delay {
             None => {
                 if let Some(e) = error {
-                    eprintln!("netrecord: accept failed: {e}; retrying until it recovers");
+                    say!("netrecord: accept failed: {e}; retrying until it recovers");
                 }
                 BACKOFF_FIRST
             }
@@ -356,7 +367,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
     let _ = client.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
     if !shared.config.quiet {
-        eprintln!("netrecord: #{n} from {addr}, logging to {}", conn.log_path.display());
+        say!("netrecord: #{n} from {addr}, logging to {}", conn.log_path.display());
     }
     shared
         .live
@@ -447,7 +458,7 @@ fn end_connection(shared: &Shared, conn: &Conn, entry: &Entry) {
     shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
     shared.server_bytes.fetch_add(entry.server_bytes, Ordering::SeqCst);
     if let Err(e) = shared.index.append(entry) {
-        eprintln!(
+        say!(
             "netrecord: #{}: failed to write index {}: {e}",
             conn.n,
             shared.index.path().display()
@@ -460,7 +471,7 @@ fn end_connection(shared: &Shared, conn: &Conn, entry: &Entry) {
         (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
         (end, _) => format!("{name} sent {bytes} bytes ({})", end_word(end)),
     };
-    eprintln!(
+    say!(
         "netrecord: #{} ended after {:.3}s: {}, {}",
         conn.n,
         entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,

@@ -9,7 +9,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Options;
-use crate::paths::{Context, Kind, Running, Stopped, proc_status};
+use crate::paths::{Context, Kind, Running, Stopped, cpu_seconds, proc_status};
 use crate::report::{Agg, Sample};
 use crate::upstream::{CHUNK, IO_TIMEOUT, Server, pattern};
 
@@ -82,14 +82,22 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     let server = Server::bulk(n).map_err(|e| e.to_string())?;
     let path = Running::start(kind, ctx, server.addr)?;
     let (up, down, both) = bulk_transfer(path.addr, n)?;
+    let cpu = path.pid().and_then(cpu_seconds);
     let stopped = path.stop()?;
     drop(server);
     check_recorded(kind, &stopped, n, n)?;
-    Ok(vec![
+    let mut samples = vec![
         Sample::new("Gbit/s c->s", up, Agg::Median),
         Sample::new("Gbit/s s->c", down, Agg::Median),
         Sample::new("Gbit/s both", both, Agg::Median),
-    ])
+    ];
+    if kind == Kind::Netrecord {
+        // The CPU the recorder spends per byte moved: steadier than throughput on
+        // a shared machine, and what an optimisation should bring down.
+        let per_gb = cpu.map_or(f64::NAN, |s| s / (2 * n) as f64 * 1e9);
+        samples.push(Sample::new("netrecord CPU s/GB", per_gb, Agg::Median));
+    }
+    Ok(samples)
 }
 
 /// Sends `n` bytes, then receives `n` bytes: Gbit/s up, down and overall. The
@@ -246,18 +254,24 @@ pub fn churn(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, S
         failed += f;
     }
     let elapsed = start.elapsed();
+    let cpu = path.pid().and_then(cpu_seconds);
     let stopped = path.stop()?;
     let ok = lat.len() as u64;
     if failed == 0 {
         check_recorded(kind, &stopped, ok * MESSAGE as u64, ok * MESSAGE as u64)?;
     }
-    Ok(vec![
+    let mut samples = vec![
         Sample::new("connections/s", ok as f64 / elapsed.as_secs_f64(), Agg::Median),
         Sample::new("p50 ms", quantile(&mut lat, 0.50, 1e6), Agg::Median),
         Sample::new("p99 ms", quantile(&mut lat, 0.99, 1e6), Agg::Median),
         Sample::new("max ms (worst run)", quantile(&mut lat, 1.0, 1e6), Agg::Max),
         Sample::new("failed (worst run)", failed as f64, Agg::Max),
-    ])
+    ];
+    if kind == Kind::Netrecord {
+        let per_conn = cpu.map_or(f64::NAN, |s| s / ok as f64 * 1e6);
+        samples.push(Sample::new("netrecord CPU us/conn", per_conn, Agg::Median));
+    }
+    Ok(samples)
 }
 
 /// `hold` connections open at once, idle for a while, then one round trip each.

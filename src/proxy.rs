@@ -9,15 +9,15 @@
 //! [`Shutdown::trigger`]) ends the accept loop and reports the connections still
 //! open.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use socket2::{Domain, SockRef, Socket, Type};
@@ -42,6 +42,11 @@ macro_rules! say {
 /// Relay threads keep their buffers on the heap and call nothing deep, so a small
 /// stack lets thousands of connections fit in little memory.
 const THREAD_STACK: usize = 128 * 1024;
+
+/// Connection threads that have finished wait this long for new work before they
+/// exit, and at most this many wait at once.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const MAX_IDLE: usize = 64;
 
 /// The listen backlog: bursts of new connections queue instead of being refused.
 const BACKLOG: i32 = 1024;
@@ -259,6 +264,7 @@ struct Shared {
     connections: AtomicU64,
     client_bytes: AtomicU64,
     server_bytes: AtomicU64,
+    threads: Arc<Threads>,
 }
 
 /// Accepts and records connections on `listener` until `shutdown` is triggered,
@@ -275,6 +281,7 @@ pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: 
         connections: AtomicU64::new(0),
         client_bytes: AtomicU64::new(0),
         server_bytes: AtomicU64::new(0),
+        threads: Arc::new(Threads::default()),
     });
     let mut next = 1;
     let mut backoff = Backoff::default();
@@ -375,9 +382,9 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         .unwrap_or_else(|e| e.into_inner())
         .insert(n, Arc::clone(&conn));
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
-    let spawned = thread::Builder::new()
-        .stack_size(THREAD_STACK)
-        .spawn(move || serve(&shared2, &conn2, client));
+    let spawned = shared
+        .threads
+        .spawn(Box::new(move || serve(&shared2, &conn2, client)));
     if let Err(e) = spawned {
         // The client stream went down with the closure: it is closed.
         conn.err(Side::Server, &e);
@@ -404,16 +411,22 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     let _ = server.set_nodelay(true);
     let client = Arc::new(client);
     let server = Arc::new(server);
+    // The server-to-client direction runs on a second thread; `done` closes when
+    // it ends (or panics), which is what this thread waits for before finishing.
+    let (done, ended) = mpsc::channel::<()>();
     let back = {
         let (conn, client, server) = (Arc::clone(conn), Arc::clone(&client), Arc::clone(&server));
-        thread::Builder::new()
-            .stack_size(THREAD_STACK)
-            .spawn(move || relay::pump(&conn, Side::Server, &server, &client))
+        shared.threads.spawn(Box::new(move || {
+            relay::pump(&conn, Side::Server, &server, &client);
+            // Close this thread's hold on the sockets before saying it is done.
+            drop((conn, server, client));
+            drop(done);
+        }))
     };
     match back {
-        Ok(handle) => {
+        Ok(()) => {
             relay::pump(conn, Side::Client, &client, &server);
-            let _ = handle.join();
+            let _ = ended.recv();
         }
         Err(e) => {
             conn.err(Side::Server, &e);
@@ -422,6 +435,93 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     }
     drop((client, server));
     finish(shared, conn);
+}
+
+/// Work for a connection thread.
+type Job = Box<dyn FnOnce() + Send>;
+
+/// The connection threads: blocking threads, two per connection, as before, but a
+/// thread whose connection has ended waits a while for the next one instead of
+/// exiting. Starting and ending a thread costs more than a short connection's
+/// whole relay: its stack and signal stack are mapped and protected, then unmapped,
+/// and each change to the mappings interrupts every other core to flush its TLB.
+#[derive(Default)]
+struct Threads {
+    state: Mutex<Waiting>,
+    wake: Condvar,
+}
+
+#[derive(Default)]
+struct Waiting {
+    jobs: VecDeque<Job>,
+    /// Threads waiting for a job.
+    idle: usize,
+}
+
+impl Threads {
+    /// Runs `job` on a waiting thread if there is one, else on a new thread.
+    fn spawn(self: &Arc<Self>, job: Job) -> io::Result<()> {
+        {
+            let mut waiting = self.lock();
+            // Each waiting thread takes one job before it may leave, so a job
+            // queued here is always picked up.
+            if waiting.idle > waiting.jobs.len() {
+                waiting.jobs.push_back(job);
+                self.wake.notify_one();
+                return Ok(());
+            }
+        }
+        let threads = Arc::clone(self);
+        thread::Builder::new()
+            .stack_size(THREAD_STACK)
+            .spawn(move || threads.work(job))
+            .map(drop)
+    }
+
+    /// Runs jobs until none comes within the idle timeout.
+    fn work(&self, first: Job) {
+        let mut job = first;
+        loop {
+            job();
+            match self.next() {
+                Some(next) => job = next,
+                None => return,
+            }
+        }
+    }
+
+    /// Waits for the next job; `None` when enough threads already wait, or none
+    /// came within the idle timeout.
+    fn next(&self) -> Option<Job> {
+        let mut waiting = self.lock();
+        if waiting.idle >= MAX_IDLE {
+            return None;
+        }
+        waiting.idle += 1;
+        let deadline = Instant::now() + IDLE_TIMEOUT;
+        loop {
+            if let Some(job) = waiting.jobs.pop_front() {
+                waiting.idle -= 1;
+                return Some(job);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                waiting.idle -= 1;
+                return None;
+            }
+            waiting = self
+                .wake
+                .wait_timeout(waiting, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+
+    /// The queue stays consistent between statements even if a job panicked
+    /// elsewhere: jobs never run under this lock.
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
 }
 
 /// Connects to the first of the server's addresses that accepts, each within the

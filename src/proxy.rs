@@ -14,8 +14,8 @@ use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, mpsc};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -382,9 +382,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         .unwrap_or_else(|e| e.into_inner())
         .insert(n, Arc::clone(&conn));
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
-    let spawned = shared
-        .threads
-        .spawn(Box::new(move || serve(&shared2, &conn2, client)));
+    let spawned = shared.threads.spawn(Box::new(move || serve(&shared2, &conn2, client)));
     if let Err(e) = spawned {
         // The client stream went down with the closure: it is closed.
         conn.err(Side::Server, &e);
@@ -411,30 +409,31 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     let _ = server.set_nodelay(true);
     let client = Arc::new(client);
     let server = Arc::new(server);
-    // The server-to-client direction runs on a second thread; `done` closes when
-    // it ends (or panics), which is what this thread waits for before finishing.
-    let (done, ended) = mpsc::channel::<()>();
-    let back = {
-        let (conn, client, server) = (Arc::clone(conn), Arc::clone(&client), Arc::clone(&server));
-        shared.threads.spawn(Box::new(move || {
-            relay::pump(&conn, Side::Server, &server, &client);
-            // Close this thread's hold on the sockets before saying it is done.
-            drop((conn, server, client));
-            drop(done);
-        }))
-    };
-    match back {
-        Ok(()) => {
-            relay::pump(conn, Side::Client, &client, &server);
-            let _ = ended.recv();
+    // The server-to-client direction runs on a second thread. Whichever
+    // direction ends last finishes the connection, after both have let go of the
+    // sockets (so they are closed first), and neither thread waits for the other.
+    let running = Arc::new(AtomicUsize::new(2));
+    let (shared2, conn2, running2) = (Arc::clone(shared), Arc::clone(conn), Arc::clone(&running));
+    let (client2, server2) = (Arc::clone(&client), Arc::clone(&server));
+    let back = shared.threads.spawn(Box::new(move || {
+        relay::pump(&conn2, Side::Server, &server2, &client2);
+        drop((server2, client2));
+        if running2.fetch_sub(1, Ordering::AcqRel) == 1 {
+            finish(&shared2, &conn2);
         }
+    }));
+    match back {
+        Ok(()) => relay::pump(conn, Side::Client, &client, &server),
         Err(e) => {
             conn.err(Side::Server, &e);
             let _ = client.shutdown(std::net::Shutdown::Both);
+            running.fetch_sub(1, Ordering::AcqRel);
         }
     }
     drop((client, server));
-    finish(shared, conn);
+    if running.fetch_sub(1, Ordering::AcqRel) == 1 {
+        finish(shared, conn);
+    }
 }
 
 /// Work for a connection thread.

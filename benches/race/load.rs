@@ -161,7 +161,11 @@ pub fn rtt(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, Str
     let bytes = ((WARMUP + opts.round_trips) * MESSAGE) as u64;
     check_recorded(kind, &stopped, bytes, bytes)?;
     Ok(vec![
-        Sample::new("round trips/s", opts.round_trips as f64 / elapsed.as_secs_f64(), Agg::Median),
+        Sample::new(
+            "round trips/s",
+            opts.round_trips as f64 / elapsed.as_secs_f64(),
+            Agg::Median,
+        ),
         Sample::new("p50 us", quantile(&mut lat, 0.50, 1e3), Agg::Median),
         Sample::new("p99 us", quantile(&mut lat, 0.99, 1e3), Agg::Median),
     ])
@@ -202,7 +206,11 @@ pub fn fan_in(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, 
     let mut lat = Vec::with_capacity(n * opts.fan_in);
     let mut failure = None;
     for w in workers {
-        match w.join().map_err(|_| "a client thread panicked".to_string()).and_then(|r| r) {
+        match w
+            .join()
+            .map_err(|_| "a client thread panicked".to_string())
+            .and_then(|r| r)
+        {
             Ok((done, l)) => {
                 end = end.max(done);
                 lat.extend(l);
@@ -217,7 +225,11 @@ pub fn fan_in(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, 
     let bytes = ((WARMUP + n) * MESSAGE * opts.fan_in) as u64;
     check_recorded(kind, &stopped, bytes, bytes)?;
     Ok(vec![
-        Sample::new("round trips/s", lat.len() as f64 / (end - start).as_secs_f64(), Agg::Median),
+        Sample::new(
+            "round trips/s",
+            lat.len() as f64 / (end - start).as_secs_f64(),
+            Agg::Median,
+        ),
         Sample::new("p99 us", quantile(&mut lat, 0.99, 1e3), Agg::Median),
     ])
 }
@@ -315,7 +327,11 @@ pub fn hold(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     }
     let mut samples = vec![
         Sample::new("round trips ok (worst run)", ok as f64, Agg::Min),
-        Sample::new("connections opened/s", opts.hold as f64 / opened.as_secs_f64(), Agg::Median),
+        Sample::new(
+            "connections opened/s",
+            opts.hold as f64 / opened.as_secs_f64(),
+            Agg::Median,
+        ),
     ];
     if kind == Kind::Netrecord {
         let hwm = status.map_or(f64::NAN, |(kib, _)| kib as f64 / 1024.0);

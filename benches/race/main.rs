@@ -100,7 +100,11 @@ impl Options {
 
     fn parse(args: &[String]) -> Result<Options, String> {
         let quick = args.iter().any(|a| a == "--quick");
-        let mut opts = if quick { Options::full().quick() } else { Options::full() };
+        let mut opts = if quick {
+            Options::full().quick()
+        } else {
+            Options::full()
+        };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let mut value = |name: &str| it.next().cloned().ok_or(format!("{name} needs a value"));

@@ -103,7 +103,11 @@ pub struct Stopped {
 impl Stopped {
     /// Total size of the connection logs.
     pub fn log_bytes(&self) -> u64 {
-        self.logs.iter().filter_map(|p| fs::metadata(p).ok()).map(|m| m.len()).sum()
+        self.logs
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
     }
 }
 
@@ -278,8 +282,13 @@ fn is_connection_line(line: &str) -> bool {
 
 /// `netrecord: stopped after N connections: X bytes from clients, Y bytes from servers`.
 fn parse_totals(line: &str) -> Option<(u64, u64)> {
-    let rest = line.split_once("connections: ").or_else(|| line.split_once("connection: "))?.1;
-    let mut numbers = rest.split(' ').filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok());
+    let rest = line
+        .split_once("connections: ")
+        .or_else(|| line.split_once("connection: "))?
+        .1;
+    let mut numbers = rest
+        .split(' ')
+        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok());
     Some((numbers.next()?, numbers.next()?))
 }
 
@@ -387,4 +396,3 @@ pub fn proc_status(pid: u32) -> Option<(u64, u64)> {
     };
     Some((field("VmHWM:")?, field("Threads:")?))
 }
-

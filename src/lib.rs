@@ -11,6 +11,7 @@
 //!   signals and shutdown.
 //! - [`conn`]: one connection's shared state: its log behind a mutex, how each side
 //!   ended, byte counts.
+//! - [`threads`]: the reusable blocking threads that run connections.
 //! - [`relay`]: one direction of a connection: recv, record, send; half-close and
 //!   teardown.
 //! - [`log`]: the log format (its spec is the module doc), the writer and the
@@ -36,3 +37,4 @@ pub mod proxy;
 pub mod relay;
 pub mod replay;
 pub mod show;
+pub mod threads;

@@ -10,11 +10,11 @@
 //! open.
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
@@ -27,10 +27,18 @@ use crate::conn::Conn;
 use crate::index::{End, Entry, IndexWriter};
 use crate::log::{Clock, LogWriter, Side, log_path};
 use crate::relay;
+use crate::threads::Threads;
 
-/// Relay threads keep their buffers on the heap and call nothing deep, so a small
-/// stack lets thousands of connections fit in little memory.
-const THREAD_STACK: usize = 128 * 1024;
+/// Prints one line to stderr with a single write. `eprintln!` writes every piece
+/// of its format separately (stderr is unbuffered): a per-connection line cost
+/// about twenty system calls, each waking whatever reads the other end.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        let mut line = format!($($arg)*);
+        line.push('\n');
+        let _ = io::stderr().lock().write_all(line.as_bytes());
+    }};
+}
 
 /// The listen backlog: bursts of new connections queue instead of being refused.
 const BACKLOG: i32 = 1024;
@@ -127,7 +135,7 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     } else {
         ""
     };
-    eprintln!(
+    say!(
         "netrecord: listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {}_N (index {})",
         shown.join(", "),
         root.display(),
@@ -146,7 +154,7 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
     };
     let totals = run(listener, config, index, &shutdown)?;
-    eprintln!(
+    say!(
         "netrecord: stopped after {} connection{}: {} bytes from clients, {} bytes from servers",
         totals.connections,
         if totals.connections == 1 { "" } else { "s" },
@@ -202,6 +210,7 @@ struct Shared {
     connections: AtomicU64,
     client_bytes: AtomicU64,
     server_bytes: AtomicU64,
+    threads: Arc<Threads>,
 }
 
 /// Accepts and records connections on `listener` until `shutdown` is triggered,
@@ -218,6 +227,7 @@ pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: 
         connections: AtomicU64::new(0),
         client_bytes: AtomicU64::new(0),
         server_bytes: AtomicU64::new(0),
+        threads: Arc::new(Threads::default()),
     });
     let mut next = 1;
     let mut backoff = Backoff::default();
@@ -225,10 +235,10 @@ pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: 
         match listener.accept() {
             Ok((client, addr)) => {
                 if let Some(pause) = backoff.recovered() {
-                    eprintln!("netrecord: accepting again after {pause}");
+                    say!("netrecord: accepting again after {pause}");
                 }
                 if let Err(e) = accept(&shared, client, addr, &mut next) {
-                    eprintln!("netrecord: connection from {addr} dropped: {e:#}");
+                    say!("netrecord: connection from {addr} dropped: {e:#}");
                     if is_resource_error(e.downcast_ref::<io::Error>()) {
                         thread::sleep(backoff.failed(None));
                     }
@@ -273,7 +283,7 @@ impl Backoff {
         let delay = match self.delay {
             None => {
                 if let Some(e) = error {
-                    eprintln!("netrecord: accept failed: {e}; retrying until it recovers");
+                    say!("netrecord: accept failed: {e}; retrying until it recovers");
                 }
                 BACKOFF_FIRST
             }
@@ -316,7 +326,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
     let _ = client.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
     if !shared.config.quiet {
-        eprintln!("netrecord: #{n} from {addr}, logging to {}", conn.log_path.display());
+        say!("netrecord: #{n} from {addr}, logging to {}", conn.log_path.display());
     }
     shared
         .live
@@ -324,9 +334,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         .unwrap_or_else(|e| e.into_inner())
         .insert(n, Arc::clone(&conn));
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
-    let spawned = thread::Builder::new()
-        .stack_size(THREAD_STACK)
-        .spawn(move || serve(&shared2, &conn2, client));
+    let spawned = shared.threads.spawn(Box::new(move || serve(&shared2, &conn2, client)));
     if let Err(e) = spawned {
         // The client stream went down with the closure: it is closed.
         conn.err(Side::Server, &e);
@@ -354,24 +362,55 @@ fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     let _ = server.set_nodelay(true);
     let client = Arc::new(client);
     let server = Arc::new(server);
+    // The server-to-client direction runs on a second thread. Whichever
+    // direction ends last finishes the connection, after both have let go of the
+    // sockets (so they are closed first), and neither thread waits for the other.
+    let running = Arc::new(AtomicUsize::new(2));
     let back = {
-        let (conn, client, server) = (Arc::clone(conn), Arc::clone(&client), Arc::clone(&server));
-        thread::Builder::new()
-            .stack_size(THREAD_STACK)
-            .spawn(move || relay::pump(&conn, Side::Server, &server, &client))
+        let last = LastOut {
+            shared: Arc::clone(shared),
+            conn: Arc::clone(conn),
+            running: Arc::clone(&running),
+        };
+        let (client, server) = (Arc::clone(&client), Arc::clone(&server));
+        shared.threads.spawn(Box::new(move || {
+            relay::pump(&last.conn, Side::Server, &server, &client);
+            drop((server, client));
+            drop(last);
+        }))
+    };
+    let last = LastOut {
+        shared: Arc::clone(shared),
+        conn: Arc::clone(conn),
+        running,
     };
     match back {
-        Ok(handle) => {
-            relay::pump(conn, Side::Client, &client, &server);
-            let _ = handle.join();
-        }
+        Ok(()) => relay::pump(conn, Side::Client, &client, &server),
         Err(e) => {
             conn.err(Side::Server, &e);
             let _ = client.shutdown(std::net::Shutdown::Both);
+            // The job went down with the failed spawn, and its `LastOut` with it.
         }
     }
     drop((client, server));
-    finish(shared, conn);
+    drop(last);
+}
+
+/// One direction's hold on its connection: the last one dropped finishes the
+/// connection, also when a relay thread panicked (unwinding drops it), so every
+/// connection gets its index line.
+struct LastOut {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    running: Arc<AtomicUsize>,
+}
+
+impl Drop for LastOut {
+    fn drop(&mut self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            finish(&self.shared, &self.conn);
+        }
+    }
 }
 
 /// A connection has ended: write its index line and its end line.
@@ -386,7 +425,7 @@ fn end_connection(shared: &Shared, conn: &Conn, entry: &Entry) {
     shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
     shared.server_bytes.fetch_add(entry.server_bytes, Ordering::SeqCst);
     if let Err(e) = shared.index.append(entry) {
-        eprintln!(
+        say!(
             "netrecord: #{}: failed to write index {}: {e}",
             conn.n,
             shared.index.path().display()
@@ -399,7 +438,7 @@ fn end_connection(shared: &Shared, conn: &Conn, entry: &Entry) {
         (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
         (end, _) => format!("{name} sent {bytes} bytes ({})", end_word(end)),
     };
-    eprintln!(
+    say!(
         "netrecord: #{} ended after {:.3}s: {}, {}",
         conn.n,
         entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,

@@ -1,0 +1,398 @@
+//! The three paths from a client to the upstream server: direct, through a
+//! netrecord process that records every byte, and through socat, which forwards
+//! without recording. Each run starts a fresh proxy process and stops it by its own
+//! handle; netrecord's logs are removed when the run's [`Stopped`] is dropped.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long a proxy may take to start listening, or to exit after SIGTERM.
+const START_DEADLINE: Duration = Duration::from_secs(10);
+const STOP_DEADLINE: Duration = Duration::from_secs(60);
+/// Attempts at starting socat on a port that another process may grab first.
+const SOCAT_ATTEMPTS: usize = 5;
+
+/// One of the paths a scenario is driven through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Direct,
+    Netrecord,
+    Socat,
+}
+
+impl Kind {
+    /// The paths of one round, in the order they run.
+    pub fn all(socat: bool) -> Vec<Kind> {
+        let mut kinds = vec![Kind::Direct, Kind::Netrecord];
+        if socat {
+            kinds.push(Kind::Socat);
+        }
+        kinds
+    }
+
+    pub fn parse(name: &str) -> Option<Kind> {
+        [Kind::Direct, Kind::Netrecord, Kind::Socat]
+            .into_iter()
+            .find(|k| k.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Kind::Direct => "direct",
+            Kind::Netrecord => "netrecord",
+            Kind::Socat => "socat",
+        }
+    }
+}
+
+/// What every run needs to start a proxy.
+pub struct Context {
+    pub netrecord: PathBuf,
+    /// The bench's own temporary directory for logs.
+    pub log_dir: PathBuf,
+}
+
+/// Whether `socat` can be run.
+pub fn have_socat() -> bool {
+    Command::new("socat")
+        .arg("-V")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// A path ready for clients: `addr` is where they connect.
+pub struct Running {
+    pub addr: SocketAddr,
+    proc: Proc,
+}
+
+enum Proc {
+    None,
+    Netrecord {
+        child: Child,
+        root: PathBuf,
+        stderr: Option<thread::JoinHandle<Vec<String>>>,
+    },
+    Socat(Child),
+}
+
+/// What a netrecord run left behind: its summary and its logs, which are removed
+/// when this is dropped.
+#[derive(Default)]
+pub struct Stopped {
+    /// Bytes netrecord says it recorded from clients and from servers.
+    pub recorded: Option<(u64, u64)>,
+    /// The connection logs (without the index).
+    pub logs: Vec<PathBuf>,
+    /// Other files of the run (the index).
+    others: Vec<PathBuf>,
+    /// stderr lines that are neither the startup line nor per-connection lines.
+    pub problems: Vec<String>,
+}
+
+impl Stopped {
+    /// Total size of the connection logs.
+    pub fn log_bytes(&self) -> u64 {
+        self.logs
+            .iter()
+            .filter_map(|p| fs::metadata(p).ok())
+            .map(|m| m.len())
+            .sum()
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        for p in self.logs.iter().chain(&self.others) {
+            let _ = fs::remove_file(p);
+        }
+    }
+}
+
+impl Running {
+    /// Starts `kind` in front of `upstream`.
+    pub fn start(kind: Kind, ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
+        match kind {
+            Kind::Direct => Ok(Running {
+                addr: upstream,
+                proc: Proc::None,
+            }),
+            Kind::Netrecord => start_netrecord(ctx, upstream),
+            Kind::Socat => start_socat(upstream),
+        }
+    }
+
+    /// The proxy's process id, if there is a proxy process.
+    pub fn pid(&self) -> Option<u32> {
+        match &self.proc {
+            Proc::None => None,
+            Proc::Netrecord { child, .. } | Proc::Socat(child) => Some(child.id()),
+        }
+    }
+
+    /// Stops the proxy and collects what it left behind.
+    pub fn stop(mut self) -> Result<Stopped, String> {
+        match std::mem::replace(&mut self.proc, Proc::None) {
+            Proc::None => Ok(Stopped::default()),
+            Proc::Socat(mut child) => {
+                // socat forks a child per connection into its process group (made
+                // its own at spawn): signal the whole group through the handle's pid.
+                signal_group(&child, libc::SIGTERM);
+                let exited = wait_deadline(&mut child);
+                signal_group(&child, libc::SIGKILL);
+                if !exited {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+                Ok(Stopped::default())
+            }
+            Proc::Netrecord {
+                mut child,
+                root,
+                stderr,
+            } => {
+                // SAFETY: kill only sends a signal to the child we spawned.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let exited = wait_deadline(&mut child);
+                if !exited {
+                    let _ = child.kill();
+                }
+                let status = child.wait().map_err(|e| format!("waiting for netrecord: {e}"))?;
+                let lines = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
+                let mut stopped = collect_logs(&root);
+                stopped.recorded = lines.iter().find_map(|l| parse_totals(l));
+                stopped.problems = lines.into_iter().filter(|l| !l.contains("stopped after")).collect();
+                if !exited {
+                    return Err(format!("netrecord did not exit within {STOP_DEADLINE:?} of SIGTERM"));
+                }
+                if !status.success() {
+                    return Err(format!("netrecord exited with {status}: {:?}", stopped.problems));
+                }
+                Ok(stopped)
+            }
+        }
+    }
+}
+
+impl Drop for Running {
+    /// A run that failed halfway still stops its proxy.
+    fn drop(&mut self) {
+        match std::mem::replace(&mut self.proc, Proc::None) {
+            Proc::None => {}
+            Proc::Netrecord { mut child, root, .. } => {
+                let _ = child.kill();
+                let _ = child.wait();
+                drop(collect_logs(&root));
+            }
+            Proc::Socat(mut child) => {
+                signal_group(&child, libc::SIGKILL);
+                let _ = child.wait();
+            }
+        }
+    }
+}
+
+/// Polls for the child's exit until the stop deadline; true if it exited.
+fn wait_deadline(child: &mut Child) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < STOP_DEADLINE {
+        match child.try_wait() {
+            Ok(Some(_)) => return true,
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(_) => return false,
+        }
+    }
+    false
+}
+
+fn signal_group(child: &Child, sig: i32) {
+    // SAFETY: the child was spawned as the leader of its own process group, so
+    // -pid names exactly the processes it started.
+    unsafe { libc::kill(-(child.id() as libc::pid_t), sig) };
+}
+
+static RUN: AtomicU64 = AtomicU64::new(0);
+
+fn start_netrecord(ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
+    let root = ctx.log_dir.join(format!("run{}", RUN.fetch_add(1, Ordering::SeqCst)));
+    let mut child = Command::new(&ctx.netrecord)
+        .arg(upstream.ip().to_string())
+        .arg(upstream.port().to_string())
+        .arg("0")
+        .arg(&root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", ctx.netrecord.display()))?;
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let (tx, rx) = mpsc::channel();
+    // Drains stderr for the whole run (a full pipe would stall netrecord), hands
+    // the startup line over, and keeps the lines that are not per-connection.
+    let drain = thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut tx = Some(tx);
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            if line.starts_with("netrecord: listening on ") {
+                if let Some(tx) = tx.take() {
+                    let _ = tx.send(line);
+                }
+            } else if !is_connection_line(&line) && kept.len() < 100 {
+                kept.push(line);
+            }
+        }
+        kept
+    });
+    let mut running = Running {
+        addr: upstream,
+        proc: Proc::Netrecord {
+            child,
+            root,
+            stderr: Some(drain),
+        },
+    };
+    let line = rx
+        .recv_timeout(START_DEADLINE)
+        .map_err(|_| "netrecord did not print its listening line".to_string())?;
+    running.addr = line["netrecord: listening on ".len()..]
+        .split([' ', ','])
+        .next()
+        .and_then(|a| a.parse().ok())
+        .ok_or_else(|| format!("cannot read the address in {line:?}"))?;
+    Ok(running)
+}
+
+/// `netrecord: #N from ...` and `netrecord: #N ended ...`.
+fn is_connection_line(line: &str) -> bool {
+    line.strip_prefix("netrecord: #")
+        .and_then(|rest| rest.split_once(' '))
+        .is_some_and(|(_, rest)| rest.starts_with("from ") || rest.starts_with("ended "))
+}
+
+/// `netrecord: stopped after N connections: X bytes from clients, Y bytes from servers`.
+fn parse_totals(line: &str) -> Option<(u64, u64)> {
+    let rest = line
+        .split_once("connections: ")
+        .or_else(|| line.split_once("connection: "))?
+        .1;
+    let mut numbers = rest
+        .split(' ')
+        .filter_map(|w| w.trim_end_matches(',').parse::<u64>().ok());
+    Some((numbers.next()?, numbers.next()?))
+}
+
+/// The run's files: `<root>_N` logs and the index.
+fn collect_logs(root: &Path) -> Stopped {
+    let mut stopped = Stopped::default();
+    let (Some(dir), Some(name)) = (root.parent(), root.file_name().and_then(|n| n.to_str())) else {
+        return stopped;
+    };
+    let prefix = format!("{name}_");
+    let Ok(entries) = fs::read_dir(dir) else { return stopped };
+    for entry in entries.flatten() {
+        let file = entry.file_name();
+        let Some(rest) = file.to_str().and_then(|f| f.strip_prefix(&prefix)) else {
+            continue;
+        };
+        if rest.bytes().all(|b| b.is_ascii_digit()) {
+            stopped.logs.push(entry.path());
+        } else {
+            stopped.others.push(entry.path());
+        }
+    }
+    stopped
+}
+
+/// socat listens on a port picked by binding port 0 and releasing it; another
+/// process may take it in between, so a failed start is retried on a new port.
+/// socat binds loopback only (`bind=127.0.0.1`), like everything in the bench, and
+/// gets netrecord's listen backlog (`backlog=1024`; socat's default of 5 drops
+/// connection attempts under load, which would measure a queue setting, not the
+/// forwarding).
+fn start_socat(upstream: SocketAddr) -> Result<Running, String> {
+    let mut last = String::new();
+    for _ in 0..SOCAT_ATTEMPTS {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot pick a free port: {e}"))?
+            .port();
+        let mut child = Command::new("socat")
+            .arg(format!("TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1,backlog=1024"))
+            .arg(format!("TCP:{upstream}"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("cannot run socat: {e}"))?;
+        let start = Instant::now();
+        while start.elapsed() < START_DEADLINE {
+            if is_listening(port) {
+                return Ok(Running {
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    proc: Proc::Socat(child),
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                last = format!("socat on port {port} exited with {status}");
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        if last.is_empty() {
+            last = format!("socat did not listen on port {port}");
+        }
+        signal_group(&child, libc::SIGKILL);
+        let _ = child.wait();
+    }
+    Err(last)
+}
+
+/// Whether something listens on 127.0.0.1:`port`, from /proc/net/tcp, without
+/// connecting (a probe connection would reach the upstream through socat).
+fn is_listening(port: u16) -> bool {
+    let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
+        return false;
+    };
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).any(|line| {
+        let mut fields = line.split_whitespace();
+        fields.nth(1) == Some(local.as_str()) && fields.nth(1) == Some("0A")
+    })
+}
+
+/// CPU seconds (user + system) a process has used so far, all its threads included.
+pub fn cpu_seconds(pid: u32) -> Option<f64> {
+    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start at field 3.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    // SAFETY: sysconf only reads a configuration value.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
+}
+
+/// Peak resident memory (VmHWM, KiB) and thread count of a process.
+pub fn proc_status(pid: u32) -> Option<(u64, u64)> {
+    let status = fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let field = |name: &str| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse::<u64>().ok())
+    };
+    Some((field("VmHWM:")?, field("Threads:")?))
+}

@@ -172,7 +172,8 @@ fn main() -> ExitCode {
         println!("race: socat is not installed: racing direct and netrecord only");
         opts.socat = false;
     }
-    raise_fd_limit();
+    // Hold opens thousands of sockets on both ends in this process.
+    netrecord::process::raise_open_files_limit();
     match run(&opts) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -237,19 +238,4 @@ fn run(opts: &Options) -> Result<(), String> {
         print!("{reading}");
     }
     Ok(())
-}
-
-/// Hold opens thousands of sockets on both ends in this process.
-fn raise_fd_limit() {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit/setrlimit only read and write the struct passed.
-    unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
-            lim.rlim_cur = lim.rlim_max;
-            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
-        }
-    }
 }

@@ -503,22 +503,34 @@ fn a_cut_short_log_replays_what_it_has() {
     );
 }
 
+/// Serves `log` with `--loop` to one client per request, each sending its request
+/// and a half-close; stops the server with SIGTERM once every client has been
+/// reported, and returns the server's result and what each client received.
+fn serve_in_a_loop(log: &Path, requests: &[&[u8]]) -> (Done, Vec<Vec<u8>>) {
+    let (server, addr) = Run::server(log, &["--loop"]);
+    let mut received = Vec::new();
+    for (i, request) in requests.iter().enumerate() {
+        let n = i + 1;
+        let client = connect(addr);
+        send(&client, request);
+        client.shutdown(Shutdown::Write).unwrap();
+        received.push(read_all(&client));
+        wait_until(&format!("client {n}'s report"), || {
+            server.stdout().iter().any(|l| l.starts_with(&format!("#{n} ")))
+        });
+    }
+    (server.terminate(), received)
+}
+
 #[test]
 fn loop_serves_each_client_until_a_signal() {
     let (upstream, _dir, log) = redis_session();
     drop(upstream);
     let recorded = valid_log(&log);
-    let (server, addr) = Run::server(&log, &["--loop"]);
-    for n in 1..=2 {
-        let client = connect(addr);
-        send(&client, &recorded.client);
-        client.shutdown(Shutdown::Write).unwrap();
-        assert_eq!(read_all(&client), recorded.server, "client {n}");
-        wait_until(&format!("client {n}'s report"), || {
-            server.stdout().iter().any(|l| l.starts_with(&format!("#{n} ")))
-        });
+    let (done, received) = serve_in_a_loop(&log, &[&recorded.client, &recorded.client]);
+    for (n, got) in received.iter().enumerate() {
+        assert_eq!(got, &recorded.server, "client {}", n + 1);
     }
-    let done = server.terminate();
     assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
     assert!(
         done.stdout_has("served 2 clients: 2 matched the recording, 0 did not"),
@@ -532,18 +544,7 @@ fn loop_exit_status_counts_every_client_served() {
     let (upstream, _dir, log) = redis_session();
     drop(upstream);
     let recorded = valid_log(&log);
-    let (server, addr) = Run::server(&log, &["--loop"]);
-    let wrong = b"PING\r\nGET x\r\n";
-    for (n, request) in [(1, &recorded.client[..]), (2, &wrong[..])] {
-        let client = connect(addr);
-        send(&client, request);
-        client.shutdown(Shutdown::Write).unwrap();
-        let _ = read_all(&client);
-        wait_until(&format!("client {n}'s report"), || {
-            server.stdout().iter().any(|l| l.starts_with(&format!("#{n} ")))
-        });
-    }
-    let done = server.terminate();
+    let (done, _) = serve_in_a_loop(&log, &[&recorded.client, b"PING\r\nGET x\r\n"]);
     assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
     assert!(
         done.stdout_has("served 2 clients: 1 matched the recording, 1 did not"),

@@ -155,10 +155,10 @@ impl Conn {
         let Some(log) = state.log.as_mut() else { return };
         if let Err(e) = log.append(side, self.clock.now(), event, payload) {
             let msg = format!("failed to write log {}: {e}", self.log_path.display());
-            eprintln!(
+            crate::process::say(format_args!(
                 "netrecord: #{}: {msg}; recording stopped for this connection, traffic still flows",
                 self.n
-            );
+            ));
             state.log = None;
             state.log_error = Some(msg);
         }

@@ -5,6 +5,8 @@
 //! hold every log of a run open at once; the usual soft limit of 1024 is far below
 //! what the hard limit allows.
 
+use std::fmt;
+use std::io::{self, Write};
 use std::thread;
 
 use anyhow::Context;
@@ -41,4 +43,14 @@ pub fn on_stop_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()
         })
         .context("could not start the signal thread")?;
     Ok(())
+}
+
+/// Prints `line` and a newline to stderr with a single write. `eprintln!` writes
+/// every piece of its format separately (stderr is unbuffered): a per-connection
+/// line cost about twenty system calls, each waking whatever reads the other end,
+/// and lines from different threads could interleave.
+pub fn say(line: fmt::Arguments<'_>) {
+    let mut line = line.to_string();
+    line.push('\n');
+    let _ = io::stderr().lock().write_all(line.as_bytes());
 }

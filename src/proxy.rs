@@ -10,7 +10,7 @@
 //! open.
 
 use std::collections::HashMap;
-use std::io::{self, Write};
+use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -29,15 +29,11 @@ use crate::log::{Clock, LogWriter, Side, log_path};
 use crate::relay;
 use crate::threads::Threads;
 
-/// Prints one line to stderr with a single write. `eprintln!` writes every piece
-/// of its format separately (stderr is unbuffered): a per-connection line cost
-/// about twenty system calls, each waking whatever reads the other end.
+/// Prints one line to stderr with a single write (see [`crate::process::say`]).
 macro_rules! say {
-    ($($arg:tt)*) => {{
-        let mut line = format!($($arg)*);
-        line.push('\n');
-        let _ = io::stderr().lock().write_all(line.as_bytes());
-    }};
+    ($($arg:tt)*) => {
+        crate::process::say(format_args!($($arg)*))
+    };
 }
 
 /// The listen backlog: bursts of new connections queue instead of being refused.

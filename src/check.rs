@@ -28,6 +28,7 @@ use anyhow::Context;
 
 use crate::cli::CheckArgs;
 use crate::log::{ReadError, Reader, Side, Summary};
+use crate::process::say;
 
 /// What checking one log found.
 #[derive(Debug)]
@@ -84,12 +85,7 @@ impl fmt::Display for Verdict {
             (Err(ReadError::Truncated { offset, what }), _) => write!(f, "truncated at byte {offset} ({what})"),
             (_, Some(side)) => write!(f, "{} err", side.name()),
             _ if !s.hup[0] && !s.hup[1] => write!(f, "open"),
-            _ => write!(
-                f,
-                "client {}, server {}",
-                s.ending(Side::Client),
-                s.ending(Side::Server)
-            ),
+            _ => write!(f, "client {}, server {}", s.end(Side::Client), s.end(Side::Server)),
         }
     }
 }
@@ -98,7 +94,7 @@ impl fmt::Display for Verdict {
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     let mut bad = 0;
-    let logs = crate::show::logs_in_order(&args.logs);
+    let logs = crate::log::logs_in_order(&args.logs);
     for path in &logs {
         let line = match File::open(path) {
             Ok(file) => {
@@ -119,7 +115,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     if bad == 0 {
         return Ok(ExitCode::SUCCESS);
     }
-    eprintln!("netrecord: {bad} of {} logs not valid", logs.len());
+    say!("{bad} of {} logs not valid", logs.len());
     Ok(ExitCode::FAILURE)
 }
 

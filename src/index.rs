@@ -27,17 +27,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
-/// How one side of a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum End {
-    /// It closed its sending half.
-    Hup,
-    /// Its connection failed; the entry's `*_error` says why.
-    Err,
-    /// Still open when netrecord stopped.
-    Open,
-}
+use crate::log::End;
 
 /// One connection's line in the index.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

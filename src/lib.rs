@@ -7,25 +7,24 @@
 //! Modules, in the order data flows through them:
 //!
 //! - [`cli`]: the command line (the original four positionals, and subcommands).
-//! - [`proxy`]: startup checks, the listener and accept loop, per-connection setup,
-//!   signals and shutdown.
-//! - [`conn`]: one connection's shared state: its log behind a mutex, how each side
-//!   ended, byte counts.
-//! - [`threads`]: the reusable blocking threads that run connections.
-//! - [`relay`]: one direction of a connection: recv, record, send; half-close and
-//!   teardown.
+//! - [`proxy`]: the recorder: startup checks and the accept loop (`mod.rs`), one
+//!   connection's life and shared state (`connection.rs`: its log behind a mutex,
+//!   how each side ended, byte counts), one direction of a connection (`relay.rs`:
+//!   recv, record, send; half-close and teardown), and the reusable blocking
+//!   threads that run connections (`threads.rs`).
 //! - [`log`]: the log format (its spec is the module doc), the writer and the
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
-//! - [`net`]: resolving a server's name and connecting to the first address that answers.
-//! - [`process`]: the open-files limit and stop signals.
+//! - [`net`]: resolving a server's name, connecting to the first address that
+//!   answers, binding, and a listener another thread can stop.
+//! - [`process`]: the open-files limit, stop signals, and the one channel for
+//!   `netrecord:` messages.
 //! - [`generate`]: the man page and shell completions.
 //! - [`demo`]: `make demo`, a recording of a short exchange on loopback.
 
 pub mod check;
 pub mod cli;
-pub mod conn;
 pub mod demo;
 pub mod generate;
 pub mod index;
@@ -34,7 +33,5 @@ pub mod net;
 pub mod pcap;
 pub mod process;
 pub mod proxy;
-pub mod relay;
 pub mod replay;
 pub mod show;
-pub mod threads;

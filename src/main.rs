@@ -16,7 +16,7 @@ fn main() -> ExitCode {
         // `netrecord show log | head`: the reader went away, which is a normal end.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
         Err(err) => {
-            eprintln!("netrecord: {err:#}");
+            netrecord::process::message(format_args!("{err:#}"));
             ExitCode::FAILURE
         }
     }
@@ -24,7 +24,7 @@ fn main() -> ExitCode {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        None => netrecord::proxy::main(&cli.record),
+        None => netrecord::proxy::run(&cli.record),
         Some(Command::Show(args)) => netrecord::show::run(&args),
         Some(Command::Check(args)) => netrecord::check::run(&args),
         Some(Command::Pcap(args)) => netrecord::pcap::run(&args),
@@ -55,7 +55,7 @@ fn usage_error(e: clap::Error) -> ExitCode {
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ");
-    eprintln!("netrecord: {message} (see 'netrecord --help')");
+    netrecord::process::message(format_args!("{message} (see 'netrecord --help')"));
     ExitCode::from(2)
 }
 

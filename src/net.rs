@@ -1,12 +1,19 @@
-//! Reaching a server by name: resolving it to all its addresses and connecting to
-//! the first that answers. The proxy resolves once at startup and connects for
-//! every client; `replay-client` does both once.
+//! Sockets shared by the proxy and replay: resolving a server to all its addresses
+//! and connecting to the first that answers, binding a listener, and a listener
+//! that another thread can stop. The proxy resolves once at startup and connects
+//! for every client; `replay-client` does both once.
 
 use std::io;
-use std::net::{IpAddr, SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use socket2::{Domain, SockRef, Socket, Type};
+
+/// The listen backlog: bursts of new connections queue instead of being refused.
+const BACKLOG: i32 = 1024;
 
 /// Resolves `host` to all its addresses, IPv4 and IPv6, in the resolver's order.
 pub fn resolve(host: &str, port: u16) -> anyhow::Result<Vec<SocketAddr>> {
@@ -52,6 +59,62 @@ pub fn connect_first(name: &str, addrs: &[SocketAddr], timeout: Duration) -> io:
     ))
 }
 
+/// Binds a listener with SO_REUSEADDR (a restart is not refused because of old
+/// connections in TIME_WAIT) and a deep backlog.
+pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// A handle that stops an accept loop from another thread (a signal handler, a
+/// test): it sets a flag and shuts the listening socket down, which wakes a thread
+/// blocked in `accept` (Linux returns EINVAL to it). Clones share one state.
+#[derive(Debug, Clone, Default)]
+pub struct Stop {
+    inner: Arc<StopInner>,
+}
+
+#[derive(Debug, Default)]
+struct StopInner {
+    stopped: AtomicBool,
+    listeners: Mutex<Vec<TcpListener>>,
+}
+
+impl Stop {
+    /// A handle that has not been triggered.
+    pub fn new() -> Stop {
+        Stop::default()
+    }
+
+    /// Stops every attached listener's accept loop.
+    pub fn trigger(&self) {
+        self.inner.stopped.store(true, Ordering::SeqCst);
+        for listener in &*self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner()) {
+            let _ = SockRef::from(listener).shutdown(std::net::Shutdown::Read);
+        }
+    }
+
+    /// Whether [`Stop::trigger`] has been called.
+    pub fn is_triggered(&self) -> bool {
+        self.inner.stopped.load(Ordering::SeqCst)
+    }
+
+    /// Lets [`Stop::trigger`] wake a thread blocked accepting on `listener`. A
+    /// trigger that came first takes effect at once.
+    pub fn attach(&self, listener: &TcpListener) -> io::Result<()> {
+        let copy = listener.try_clone()?;
+        let mut listeners = self.inner.listeners.lock().unwrap_or_else(|e| e.into_inner());
+        if self.is_triggered() {
+            let _ = SockRef::from(&copy).shutdown(std::net::Shutdown::Read);
+        }
+        listeners.push(copy);
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -74,5 +137,17 @@ mod tests {
         );
         assert_eq!(display_name("::1", 80), "[::1]:80");
         assert_eq!(display_name("db.local", 80), "db.local:80");
+    }
+
+    #[test]
+    fn stop_wakes_a_blocked_accept() {
+        let listener = bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        let stop = Stop::new();
+        stop.attach(&listener).unwrap();
+        let waker = stop.clone();
+        let t = std::thread::spawn(move || listener.accept().map(drop));
+        waker.trigger();
+        assert!(t.join().unwrap().is_err(), "accept returned a connection");
+        assert!(stop.is_triggered());
     }
 }

@@ -45,12 +45,23 @@ pub fn on_stop_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()
     Ok(())
 }
 
-/// Prints `line` and a newline to stderr with a single write. `eprintln!` writes
-/// every piece of its format separately (stderr is unbuffered): a per-connection
-/// line cost about twenty system calls, each waking whatever reads the other end,
-/// and lines from different threads could interleave.
-pub fn say(line: fmt::Arguments<'_>) {
-    let mut line = line.to_string();
-    line.push('\n');
-    let _ = io::stderr().lock().write_all(line.as_bytes());
+/// Prints one `netrecord: ` line to stderr: `say!("listening on {addr}")`. Every
+/// user-facing message of the program goes through here, so the prefix is added
+/// in one place.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        $crate::process::message(format_args!($($arg)*))
+    };
+}
+pub(crate) use say;
+
+/// Prints `netrecord: `, `line` and a newline to stderr with a single write.
+/// `eprintln!` writes every piece of its format separately (stderr is
+/// unbuffered): a per-connection line cost about twenty system calls, each waking
+/// whatever reads the other end, and lines from different threads could interleave.
+pub fn message(line: fmt::Arguments<'_>) {
+    let mut text = String::from("netrecord: ");
+    fmt::write(&mut text, line).expect("formatting a message cannot fail");
+    text.push('\n');
+    let _ = io::stderr().lock().write_all(text.as_bytes());
 }

@@ -42,15 +42,17 @@
 //! [`writer`] produces records (one write per record, timestamp taken under the
 //! connection's lock) and [`reader`] parses them back as a stream.
 
-pub mod reader;
-pub mod writer;
+mod order;
+mod reader;
+mod writer;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
+pub use order::{connection_number, connection_numbers, logs_in_order};
 pub use reader::{ReadError, Reader, Record, Summary};
-pub use writer::LogWriter;
+pub use writer::{LogWriter, MAX_HEADER};
 
 /// One of the two peers of a proxied connection.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -106,6 +108,36 @@ pub enum Event {
     Hup,
     /// `err`: the side's connection failed.
     Err,
+}
+
+/// How one side of a connection ended: the one word set used by the recorder,
+/// the run index and every reader.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum End {
+    /// Not ended: the connection was still open when the log (or netrecord) stopped.
+    Open,
+    /// It closed its sending half (`hup`).
+    Hup,
+    /// Its connection failed (`err`).
+    Err,
+}
+
+impl End {
+    /// `"open"`, `"hup"` or `"err"`, as the index and the summaries write it.
+    pub fn word(self) -> &'static str {
+        match self {
+            End::Open => "open",
+            End::Hup => "hup",
+            End::Err => "err",
+        }
+    }
+}
+
+impl fmt::Display for End {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.word())
+    }
 }
 
 /// A time on the log's clock: microseconds since netrecord started.

@@ -12,7 +12,7 @@ use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
 
 use super::writer::MAX_HEADER;
-use super::{Event, Micros, Side};
+use super::{End, Event, Micros, Side};
 
 /// One record's header, as read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,14 +90,14 @@ impl Summary {
         }
     }
 
-    /// How `side` ended: `"hup"`, `"err"`, or `"open"` if the log does not say.
-    pub fn ending(&self, side: Side) -> &'static str {
+    /// How `side` ended, as far as the log says.
+    pub fn end(&self, side: Side) -> End {
         if self.err == Some(side) {
-            "err"
+            End::Err
         } else if self.hup[side.index()] {
-            "hup"
+            End::Hup
         } else {
-            "open"
+            End::Open
         }
     }
 

@@ -24,10 +24,10 @@
 //! link layer to reproduce, so made-up MAC addresses would only be noise, and one
 //! file can hold IPv4 and IPv6 conversations side by side.
 
-pub mod conversation;
-pub mod file;
-pub mod placement;
-pub mod tcp;
+mod conversation;
+mod file;
+mod placement;
+mod tcp;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -44,8 +44,9 @@ use self::file::{LINKTYPE_RAW, PcapWriter};
 use self::placement::{Placement, Placer};
 use crate::cli::PcapArgs;
 use crate::index::is_index_path;
+use crate::log::MAX_HEADER;
 use crate::log::Reader;
-use crate::log::writer::MAX_HEADER;
+use crate::process::say;
 
 /// The output buffer: large enough that a pcap is written at disk speed.
 const OUTPUT_BUFFER: usize = 256 * 1024;
@@ -95,8 +96,8 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    eprintln!(
-        "netrecord: wrote {} packets in {} TCP stream{} to {name}",
+    say!(
+        "wrote {} packets in {} TCP stream{} to {name}",
         written.packets,
         written.streams,
         if written.streams == 1 { "" } else { "s" }
@@ -130,7 +131,7 @@ impl<'a> Waiting<'a> {
     fn open(path: &'a Path, position: usize, placer: &mut Placer) -> anyhow::Result<Waiting<'a>> {
         let context = || format!("failed to open log {}", path.display());
         let file = File::open(path).with_context(context)?;
-        let placement = placer.place(path, position, &mut |note| eprintln!("netrecord: {note}"));
+        let placement = placer.place(path, position, &mut |note| say!("{note}"));
         let mut head = Vec::with_capacity(MAX_HEADER);
         (&file)
             .take(MAX_HEADER as u64)
@@ -222,10 +223,10 @@ fn report_ending<R: Read>(path: &Path, conversation: &Conversation<R>) {
     let path = path.display();
     match conversation.ending() {
         Ending::Reading | Ending::Closed => {}
-        Ending::Open if conversation.records() == 0 => eprintln!("netrecord: log {path} is empty: nothing exported"),
-        Ending::Open => eprintln!("netrecord: log {path} ends with the connection open: exported without FIN or RST"),
+        Ending::Open if conversation.records() == 0 => say!("log {path} is empty: nothing exported"),
+        Ending::Open => say!("log {path} ends with the connection open: exported without FIN or RST"),
         Ending::Truncated(e) => {
-            eprintln!("netrecord: log {path}: {e}: exported the records before it, without FIN or RST")
+            say!("log {path}: {e}: exported the records before it, without FIN or RST")
         }
     }
 }

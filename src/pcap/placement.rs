@@ -225,7 +225,8 @@ fn group_runs(starts: impl Iterator<Item = u64>) -> HashMap<u64, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{End, IndexWriter};
+    use crate::index::IndexWriter;
+    use crate::log::End;
 
     fn entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u64) -> Entry {
         Entry {

@@ -15,6 +15,7 @@ use super::script::Script;
 use super::session::{self, Options};
 use crate::cli::ReplayClientArgs;
 use crate::log::Side;
+use crate::process::say;
 
 /// Runs `netrecord replay-client`. Exit status 0 only if the server answered
 /// exactly as recorded.
@@ -22,7 +23,7 @@ pub fn run(args: &ReplayClientArgs) -> anyhow::Result<ExitCode> {
     let timeout = args.timeout;
     let script = Script::load(&args.log, Side::Client)?;
     if let Some(note) = &script.note {
-        eprintln!("netrecord: {note}");
+        say!("{note}");
     }
     let addrs = crate::net::resolve(&args.host, args.port)?;
     let stream = crate::net::connect_first(&crate::net::display_name(&args.host, args.port), &addrs, timeout)?;

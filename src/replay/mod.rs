@@ -10,11 +10,11 @@
 //! place they part. [`server`] listens and plays the recorded server to each client
 //! in turn; [`client`] connects and plays the recorded client.
 
-pub mod client;
-pub mod mismatch;
-pub mod script;
-pub mod server;
-pub mod session;
+mod client;
+mod mismatch;
+mod script;
+mod server;
+mod session;
 
 pub use client::run as run_client;
 pub use server::run as run_server;

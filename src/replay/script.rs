@@ -17,7 +17,7 @@
 
 use std::io::Read;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -70,8 +70,6 @@ pub struct Expect {
 /// One recorded connection, seen from the side we play.
 #[derive(Debug)]
 pub struct Script {
-    /// The log it came from, for messages.
-    pub path: PathBuf,
     /// The side we play.
     pub us: Side,
     /// Our records, in order.
@@ -96,7 +94,6 @@ impl Script {
     /// Builds the script from any log reader; `path` only names it in messages.
     pub fn read<R: Read>(mut reader: Reader<R>, path: &Path, us: Side) -> anyhow::Result<Script> {
         let mut script = Script {
-            path: path.to_path_buf(),
             us,
             steps: Vec::new(),
             expects: Vec::new(),

@@ -8,17 +8,16 @@
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
-use socket2::SockRef;
 
 use super::script::Script;
 use super::session::{self, Options};
 use crate::cli::{ReplayServerArgs, Timing};
 use crate::log::Side;
-use crate::proxy::bind;
+use crate::net::{self, bind};
+use crate::process::say;
 
 /// Runs `netrecord replay-server`. Exit status 0 if every client served sent what
 /// the recording says, 1 otherwise.
@@ -26,13 +25,13 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     let timeout = args.timeout;
     let script = Script::load(&args.log, Side::Server)?;
     if let Some(note) = &script.note {
-        eprintln!("netrecord: {note}");
+        say!("{note}");
     }
     let addr = SocketAddr::new(args.listen, args.port);
     let listener = bind(addr).with_context(|| format!("could not listen on {addr}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
-    eprintln!(
-        "netrecord: listening on {local}, replaying {} as the server ({} bytes to expect from each client, {} bytes to send)",
+    say!(
+        "listening on {local}, replaying {} as the server ({} bytes to expect from each client, {} bytes to send)",
         args.log.display(),
         script.theirs().len(),
         script.our_total()
@@ -118,35 +117,33 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-/// Ends a `--loop` run: wakes the accept loop, and cuts the client being served
-/// short so a stop does not wait for it.
+/// Ends a `--loop` run: wakes the accept loop (the listener's [`net::Stop`]), and
+/// cuts the client being served short so a stop does not wait for it.
 struct Stop {
-    stopped: AtomicBool,
-    listener: TcpListener,
+    listener: net::Stop,
     current: Mutex<Option<TcpStream>>,
 }
 
 impl Stop {
     fn new(listener: &TcpListener) -> io::Result<Stop> {
+        let stop = net::Stop::new();
+        stop.attach(listener)?;
         Ok(Stop {
-            stopped: AtomicBool::new(false),
-            listener: listener.try_clone()?,
+            listener: stop,
             current: Mutex::new(None),
         })
     }
 
     fn trigger(&self) {
-        self.stopped.store(true, Ordering::SeqCst);
-        // Shutting a listening socket down makes a blocked accept fail (EINVAL on
-        // Linux), and shutting the client's socket down ends its session.
-        let _ = SockRef::from(&self.listener).shutdown(Shutdown::Read);
+        self.listener.trigger();
+        // Shutting the client's socket down ends its session.
         if let Some(stream) = &*self.current.lock().unwrap_or_else(|e| e.into_inner()) {
             let _ = stream.shutdown(Shutdown::Both);
         }
     }
 
     fn is_triggered(&self) -> bool {
-        self.stopped.load(Ordering::SeqCst)
+        self.listener.is_triggered()
     }
 
     /// Remembers the client being served, so a stop can reach it.

@@ -9,7 +9,7 @@ use std::process::{Command, ExitStatus, Stdio};
 
 use clap::CommandFactory;
 
-use crate::util::{BIN, have_tool, wait_child};
+use crate::util::{BIN, have_tool, skip, wait_child};
 
 /// Runs `cmd` to completion within the deadline; returns its status, stdout and
 /// stderr. Output goes through files so a chatty command cannot block on a pipe.
@@ -63,7 +63,7 @@ fn the_man_page_renders_and_documents_every_subcommand_and_exit_status() {
     generate("man", dir.path());
     let page = dir.path().join("netrecord.1");
     if !have_tool("groff") {
-        eprintln!("skipping: groff is not installed (CI installs groff-base)");
+        skip("groff is not installed (CI installs groff-base)");
         return;
     }
     // A wide line and no hyphenation, so no name is split across lines; -P-cbou
@@ -146,7 +146,7 @@ fn completions_generate_for_each_shell_and_name_the_subcommands() {
         ("fish", "--no-execute", "netrecord.fish"),
     ] {
         if !have_tool(shell) {
-            eprintln!("skipping the {shell} syntax check: {shell} is not installed");
+            skip(&format!("the {shell} syntax check: {shell} is not installed"));
             continue;
         }
         let (status, _, stderr) = run(Command::new(shell).arg(check).arg(dir.path().join(file)));
@@ -154,7 +154,7 @@ fn completions_generate_for_each_shell_and_name_the_subcommands() {
     }
 
     if !have_tool("bash") {
-        eprintln!("skipping the bash completion run: bash is not installed");
+        skip("the bash completion run: bash is not installed");
         return;
     }
     // Ask the bash completion function what `netrecord re<TAB>` and
@@ -225,7 +225,7 @@ fn make(target: &str, dest: &Path, gen_dir: &Path) -> (ExitStatus, String, Strin
 #[test]
 fn make_install_then_uninstall_leaves_no_files() {
     if !have_tool("make") {
-        eprintln!("skipping: make is not installed");
+        skip("make is not installed");
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

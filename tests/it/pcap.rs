@@ -13,7 +13,7 @@ use crate::util::*;
 fn have_tshark() -> bool {
     let ok = have_tool("tshark");
     if !ok {
-        eprintln!("skipping: tshark is not installed (CI installs it)");
+        skip("tshark is not installed (CI installs it)");
     }
     ok
 }
@@ -203,7 +203,7 @@ fn an_ipv6_recording_exports_as_ipv6() {
         return;
     }
     if !have_ipv6() {
-        eprintln!("skipping: ::1 is not available here");
+        skip("::1 is not available here");
         return;
     }
     let upstream = Upstream::start_on("[::1]:0", |s| {

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
-use netrecord::index::End;
+use netrecord::log::End;
 use netrecord::log::{Event, Side};
 
 use crate::util::*;
@@ -229,7 +229,7 @@ fn a_server_reset_ends_the_log_with_one_s_err() {
 #[test]
 fn ipv6_loopback_listen_and_upstream() {
     if !have_ipv6() {
-        eprintln!("skipping: ::1 is not available here");
+        skip("::1 is not available here");
         return;
     }
     let upstream = Upstream::start_on("[::1]:0", |s| {
@@ -376,7 +376,7 @@ impl Drop for ReadOnlyDir {
 #[test]
 fn an_unwritable_log_directory_is_refused_at_startup() {
     let Some(ro) = ReadOnlyDir::new() else {
-        eprintln!("skipping: cannot make a read-only directory here (mount failed)");
+        skip("cannot make a read-only directory here (mount failed)");
         return;
     };
     let root = ro.dir.path().join("rec");
@@ -428,7 +428,7 @@ fn sigterm_during_a_transfer_leaves_whole_logs_and_index_lines() {
     assert!(
         !log.summary.is_complete(),
         "the connection was still open: {}",
-        log.summary.ending(Side::Client)
+        log.summary.end(Side::Client).word()
     );
     assert!(log.client.len() > 1 << 20);
     let entries = netrecord::index::read_index(&netrecord::index::index_path(&root)).unwrap();
@@ -467,7 +467,7 @@ impl Drop for TinyDisk {
 #[test]
 fn a_full_disk_stops_recording_but_not_the_traffic() {
     let Some(disk) = TinyDisk::new() else {
-        eprintln!("skipping: needs root to mount a 1 MiB tmpfs");
+        skip("needs root to mount a 1 MiB tmpfs");
         return;
     };
     let upstream = Upstream::echo();

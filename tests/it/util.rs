@@ -381,6 +381,16 @@ pub fn have_ipv6() -> bool {
     TcpListener::bind("[::1]:0").is_ok()
 }
 
+/// Skips the calling test with a printed reason, or, when `NETRECORD_REQUIRE_TOOLS=1`
+/// (CI sets it), fails it: CI installs every tool a test needs and runs as root,
+/// so a skip there means a test that never ran.
+pub fn skip(reason: &str) {
+    if std::env::var_os("NETRECORD_REQUIRE_TOOLS").is_some_and(|v| v == "1") {
+        panic!("cannot run: {reason} (NETRECORD_REQUIRE_TOOLS=1)");
+    }
+    eprintln!("skipping: {reason}");
+}
+
 /// Whether `tool` is on the PATH; tests print why they skip when it is not.
 pub fn have_tool(tool: &str) -> bool {
     Command::new("sh")

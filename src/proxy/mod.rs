@@ -1,43 +1,36 @@
-//! The recording proxy: startup checks, the listener, the accept loop, and each
-//! connection's setup and end.
+//! The recorder: startup checks, the listener and the accept loop.
 //!
 //! Data flow: the accept loop takes a client, creates its log (`c con`), and hands
-//! it to a connection thread, which connects to the server (`s err` if it cannot),
-//! starts a second thread for server-to-client, and itself pumps client-to-server
-//! (see [`crate::relay`]). When both directions are done the connection's line goes
-//! into the run index ([`crate::index`]). A stop (SIGINT/SIGTERM, or
-//! [`Shutdown::trigger`]) ends the accept loop and reports the connections still
-//! open.
+//! it to a connection thread (`connection::serve`), which connects to the server
+//! (`s err` if it cannot), starts a second thread for server-to-client, and itself
+//! pumps client-to-server (`relay::pump`). When both directions are done the
+//! connection's line goes into the run index ([`crate::index`]). A stop
+//! (SIGINT/SIGTERM, or [`Stop::trigger`]) ends the accept loop and reports the
+//! connections still open.
+
+mod connection;
+mod relay;
+mod threads;
 
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use socket2::{Domain, SockRef, Socket, Type};
 
 use crate::cli::RecordArgs;
-use crate::conn::Conn;
-use crate::index::{End, Entry, IndexWriter};
+use crate::index::IndexWriter;
 use crate::log::{Clock, LogWriter, Side, log_path};
-use crate::relay;
-use crate::threads::Threads;
-
-/// Prints one line to stderr with a single write (see [`crate::process::say`]).
-macro_rules! say {
-    ($($arg:tt)*) => {
-        crate::process::say(format_args!($($arg)*))
-    };
-}
-
-/// The listen backlog: bursts of new connections queue instead of being refused.
-const BACKLOG: i32 = 1024;
+use crate::net::{Stop, bind};
+use crate::process::say;
+use connection::Conn;
+use threads::Threads;
 
 /// How long the accept loop waits before retrying after a transient error, at
 /// first and at most.
@@ -66,47 +59,9 @@ pub struct Totals {
     pub server_bytes: u64,
 }
 
-/// A handle that stops [`run`]: from a signal handler thread, or from a test.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {
-    inner: Arc<ShutdownInner>,
-}
-
-#[derive(Debug, Default)]
-struct ShutdownInner {
-    stop: AtomicBool,
-    listener: Mutex<Option<TcpListener>>,
-}
-
-impl Shutdown {
-    /// A handle that has not been triggered.
-    pub fn new() -> Shutdown {
-        Shutdown::default()
-    }
-
-    /// Stops the accept loop: sets the flag and shuts the listening socket down,
-    /// which wakes a thread blocked in `accept` (Linux returns EINVAL to it).
-    pub fn trigger(&self) {
-        self.inner.stop.store(true, Ordering::SeqCst);
-        if let Some(listener) = &*self.inner.listener.lock().unwrap_or_else(|e| e.into_inner()) {
-            let _ = SockRef::from(listener).shutdown(std::net::Shutdown::Read);
-        }
-    }
-
-    /// Whether [`Shutdown::trigger`] has been called.
-    pub fn is_triggered(&self) -> bool {
-        self.inner.stop.load(Ordering::SeqCst)
-    }
-
-    fn attach(&self, listener: &TcpListener) -> io::Result<()> {
-        *self.inner.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(listener.try_clone()?);
-        Ok(())
-    }
-}
-
 /// `netrecord <server host> <server port> <proxy port> <log file root>`: checks
 /// everything that can be checked before listening, then records until a signal.
-pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     // clap guarantees the four positionals when no subcommand was given.
     let (Some(host), Some(port), Some(proxy_port), Some(root)) = (
         args.server_host.as_deref(),
@@ -132,14 +87,14 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         ""
     };
     say!(
-        "netrecord: listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {}_N (index {})",
+        "listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {}_N (index {})",
         shown.join(", "),
         root.display(),
         index.path().display()
     );
 
-    let shutdown = Shutdown::new();
-    let on_signal = shutdown.clone();
+    let stop = Stop::new();
+    let on_signal = stop.clone();
     crate::process::on_stop_signal(move || on_signal.trigger())?;
 
     let config = Config {
@@ -149,9 +104,9 @@ pub fn main(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         connect_timeout: args.connect_timeout,
         quiet: args.quiet,
     };
-    let totals = run(listener, config, index, &shutdown)?;
+    let totals = accept_loop(listener, config, index, &stop)?;
     say!(
-        "netrecord: stopped after {} connection{}: {} bytes from clients, {} bytes from servers",
+        "stopped after {} connection{}: {} bytes from clients, {} bytes from servers",
         totals.connections,
         if totals.connections == 1 { "" } else { "s" },
         totals.client_bytes,
@@ -186,16 +141,6 @@ fn check_log_dir(root: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Binds a listener with SO_REUSEADDR (a restart is not refused because of old
-/// connections in TIME_WAIT) and a deep backlog.
-pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
-    Ok(socket.into())
-}
-
 /// What every connection thread shares.
 struct Shared {
     config: Config,
@@ -209,11 +154,10 @@ struct Shared {
     threads: Arc<Threads>,
 }
 
-/// Accepts and records connections on `listener` until `shutdown` is triggered,
-/// then reports the connections still open and returns the run's totals.
-pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: &Shutdown) -> anyhow::Result<Totals> {
-    shutdown
-        .attach(&listener)
+/// Accepts and records connections on `listener` until `stop` is triggered, then
+/// reports the connections still open and returns the run's totals.
+fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: &Stop) -> anyhow::Result<Totals> {
+    stop.attach(&listener)
         .context("could not prepare the listener for shutdown")?;
     let shared = Arc::new(Shared {
         config,
@@ -227,20 +171,20 @@ pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: 
     });
     let mut next = 1;
     let mut backoff = Backoff::default();
-    while !shutdown.is_triggered() {
+    while !stop.is_triggered() {
         match listener.accept() {
             Ok((client, addr)) => {
                 if let Some(pause) = backoff.recovered() {
-                    say!("netrecord: accepting again after {pause}");
+                    say!("accepting again after {pause}");
                 }
                 if let Err(e) = accept(&shared, client, addr, &mut next) {
-                    say!("netrecord: connection from {addr} dropped: {e:#}");
+                    say!("connection from {addr} dropped: {e:#}");
                     if is_resource_error(e.downcast_ref::<io::Error>()) {
                         thread::sleep(backoff.failed(None));
                     }
                 }
             }
-            Err(_) if shutdown.is_triggered() => break,
+            Err(_) if stop.is_triggered() => break,
             Err(e) if matches!(e.kind(), io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted) => {}
             Err(e) => thread::sleep(backoff.failed(Some(&e))),
         }
@@ -255,9 +199,7 @@ pub fn run(listener: TcpListener, config: Config, index: IndexWriter, shutdown: 
         .map(|(_, c)| c)
         .collect();
     for conn in open {
-        if let Some(entry) = conn.report() {
-            end_connection(&shared, &conn, &entry);
-        }
+        connection::report(&shared, &conn);
     }
     Ok(Totals {
         connections: shared.connections.load(Ordering::SeqCst),
@@ -279,7 +221,7 @@ impl Backoff {
         let delay = match self.delay {
             None => {
                 if let Some(e) = error {
-                    say!("netrecord: accept failed: {e}; retrying until it recovers");
+                    say!("accept failed: {e}; retrying until it recovers");
                 }
                 BACKOFF_FIRST
             }
@@ -322,7 +264,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
     let _ = client.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
     if !shared.config.quiet {
-        say!("netrecord: #{n} from {addr}, logging to {}", conn.log_path.display());
+        say!("#{n} from {addr}, logging to {}", conn.log_path.display());
     }
     shared
         .live
@@ -330,123 +272,14 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         .unwrap_or_else(|e| e.into_inner())
         .insert(n, Arc::clone(&conn));
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
-    let spawned = shared.threads.spawn(Box::new(move || serve(&shared2, &conn2, client)));
+    let spawned = shared
+        .threads
+        .spawn(Box::new(move || connection::serve(&shared2, &conn2, client)));
     if let Err(e) = spawned {
         // The client stream went down with the closure: it is closed.
         conn.err(Side::Server, &e);
-        finish(shared, &conn);
+        connection::finish(shared, &conn);
         return Err(anyhow::Error::new(e).context("could not start a connection thread"));
     }
     Ok(())
-}
-
-/// A connection's life after accept, on its own thread.
-fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
-    let config = &shared.config;
-    let server = match crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout) {
-        Ok(server) => server,
-        Err(e) => {
-            conn.err(Side::Server, &e);
-            drop(client);
-            finish(shared, conn);
-            return;
-        }
-    };
-    if let Ok(addr) = server.peer_addr() {
-        conn.set_upstream(addr);
-    }
-    let _ = server.set_nodelay(true);
-    let client = Arc::new(client);
-    let server = Arc::new(server);
-    // The server-to-client direction runs on a second thread. Whichever
-    // direction ends last finishes the connection, after both have let go of the
-    // sockets (so they are closed first), and neither thread waits for the other.
-    let running = Arc::new(AtomicUsize::new(2));
-    let back = {
-        let last = LastOut {
-            shared: Arc::clone(shared),
-            conn: Arc::clone(conn),
-            running: Arc::clone(&running),
-        };
-        let (client, server) = (Arc::clone(&client), Arc::clone(&server));
-        shared.threads.spawn(Box::new(move || {
-            relay::pump(&last.conn, Side::Server, &server, &client);
-            drop((server, client));
-            drop(last);
-        }))
-    };
-    let last = LastOut {
-        shared: Arc::clone(shared),
-        conn: Arc::clone(conn),
-        running,
-    };
-    match back {
-        Ok(()) => relay::pump(conn, Side::Client, &client, &server),
-        Err(e) => {
-            conn.err(Side::Server, &e);
-            let _ = client.shutdown(std::net::Shutdown::Both);
-            // The job went down with the failed spawn, and its `LastOut` with it.
-        }
-    }
-    drop((client, server));
-    drop(last);
-}
-
-/// One direction's hold on its connection: the last one dropped finishes the
-/// connection, also when a relay thread panicked (unwinding drops it), so every
-/// connection gets its index line.
-struct LastOut {
-    shared: Arc<Shared>,
-    conn: Arc<Conn>,
-    running: Arc<AtomicUsize>,
-}
-
-impl Drop for LastOut {
-    fn drop(&mut self) {
-        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
-            finish(&self.shared, &self.conn);
-        }
-    }
-}
-
-/// A connection has ended: write its index line and its end line.
-fn finish(shared: &Shared, conn: &Conn) {
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn.n);
-    if let Some(entry) = conn.report() {
-        end_connection(shared, conn, &entry);
-    }
-}
-
-fn end_connection(shared: &Shared, conn: &Conn, entry: &Entry) {
-    shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
-    shared.server_bytes.fetch_add(entry.server_bytes, Ordering::SeqCst);
-    if let Err(e) = shared.index.append(entry) {
-        say!(
-            "netrecord: #{}: failed to write index {}: {e}",
-            conn.n,
-            shared.index.path().display()
-        );
-    }
-    if shared.config.quiet {
-        return;
-    }
-    let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
-        (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
-        (end, _) => format!("{name} sent {bytes} bytes ({})", end_word(end)),
-    };
-    say!(
-        "netrecord: #{} ended after {:.3}s: {}, {}",
-        conn.n,
-        entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,
-        side(entry.client_end, entry.client_bytes, &entry.client_error, "client"),
-        side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
-    );
-}
-
-fn end_word(end: End) -> &'static str {
-    match end {
-        End::Hup => "hup",
-        End::Err => "err",
-        End::Open => "open",
-    }
 }

@@ -1,5 +1,7 @@
-//! One proxied connection's shared state: its log, how each side ended, and the
-//! byte counts, behind one mutex that both relay threads take for every record.
+//! One proxied connection: its life after accept ([`serve`]: connect, relay both
+//! directions, [`finish`]), and its shared state ([`Conn`]: its log, how each side
+//! ended, and the byte counts, behind one mutex that both relay threads take for
+//! every record).
 //!
 //! Taking the timestamp and writing the record under the same lock is what makes
 //! time order equal file order. The state also decides which events get recorded:
@@ -8,22 +10,16 @@
 //! stays the last record.
 
 use std::io;
-use std::net::SocketAddr;
+use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::sync::{Mutex, MutexGuard};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::index::{End, Entry};
-use crate::log::{Clock, Event, LogWriter, Micros, Side};
-
-/// How one side of the connection has ended so far.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Ending {
-    Open,
-    Hup,
-    /// The OS error text.
-    Err(String),
-}
+use super::{Shared, relay};
+use crate::index::Entry;
+use crate::log::{Clock, End, Event, LogWriter, Micros, Side};
+use crate::process::say;
 
 /// A connection being proxied and recorded.
 #[derive(Debug)]
@@ -48,7 +44,9 @@ struct State {
     upstream: Option<SocketAddr>,
     start: Micros,
     bytes: [u64; 2],
-    ended: [Ending; 2],
+    ended: [End; 2],
+    /// The OS error text of a side that ended in `err`.
+    errors: [Option<String>; 2],
     /// An `err` ended the connection; nothing more is recorded.
     torn_down: bool,
     /// The index line has been written (by the connection's end or by netrecord
@@ -84,7 +82,8 @@ impl Conn {
                 upstream: None,
                 start: Micros(0),
                 bytes: [0; 2],
-                ended: [Ending::Open, Ending::Open],
+                ended: [End::Open, End::Open],
+                errors: [None, None],
                 torn_down: false,
                 reported: false,
             }),
@@ -129,7 +128,7 @@ impl Conn {
         if state.torn_down || state.reported {
             return Recorded::Stop;
         }
-        state.ended[side.index()] = Ending::Hup;
+        state.ended[side.index()] = End::Hup;
         self.append(&mut state, side, Event::Hup, b"");
         Recorded::Go
     }
@@ -143,7 +142,8 @@ impl Conn {
             return Recorded::Stop;
         }
         state.torn_down = true;
-        state.ended[side.index()] = Ending::Err(error.to_string());
+        state.ended[side.index()] = End::Err;
+        state.errors[side.index()] = Some(error.to_string());
         self.append(&mut state, side, Event::Err, b"");
         Recorded::Go
     }
@@ -155,10 +155,10 @@ impl Conn {
         let Some(log) = state.log.as_mut() else { return };
         if let Err(e) = log.append(side, self.clock.now(), event, payload) {
             let msg = format!("failed to write log {}: {e}", self.log_path.display());
-            crate::process::say(format_args!(
-                "netrecord: #{}: {msg}; recording stopped for this connection, traffic still flows",
+            say!(
+                "#{}: {msg}; recording stopped for this connection, traffic still flows",
                 self.n
-            ));
+            );
             state.log = None;
             state.log_error = Some(msg);
         }
@@ -176,13 +176,6 @@ impl Conn {
         state.reported = true;
         state.log = None;
         let end = self.clock.now();
-        let side_end = |e: &Ending| match e {
-            Ending::Open => (End::Open, None),
-            Ending::Hup => (End::Hup, None),
-            Ending::Err(text) => (End::Err, Some(text.clone())),
-        };
-        let (client_end, client_error) = side_end(&state.ended[0]);
-        let (server_end, server_error) = side_end(&state.ended[1]);
         Some(Entry {
             conn: self.n,
             log: self.log_path.clone(),
@@ -193,13 +186,116 @@ impl Conn {
             end_us: end.0,
             client_bytes: state.bytes[0],
             server_bytes: state.bytes[1],
-            client_end,
-            client_error,
-            server_end,
-            server_error,
+            client_end: state.ended[0],
+            client_error: state.errors[0].clone(),
+            server_end: state.ended[1],
+            server_error: state.errors[1].clone(),
             log_error: state.log_error.clone(),
         })
     }
+}
+
+/// A connection's life after accept, on its own thread.
+pub(super) fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
+    let config = &shared.config;
+    let server = match crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout) {
+        Ok(server) => server,
+        Err(e) => {
+            conn.err(Side::Server, &e);
+            drop(client);
+            finish(shared, conn);
+            return;
+        }
+    };
+    if let Ok(addr) = server.peer_addr() {
+        conn.set_upstream(addr);
+    }
+    let _ = server.set_nodelay(true);
+    let client = Arc::new(client);
+    let server = Arc::new(server);
+    // The server-to-client direction runs on a second thread. Whichever
+    // direction ends last finishes the connection, after both have let go of the
+    // sockets (so they are closed first), and neither thread waits for the other.
+    let running = Arc::new(AtomicUsize::new(2));
+    let back = {
+        let last = LastOut {
+            shared: Arc::clone(shared),
+            conn: Arc::clone(conn),
+            running: Arc::clone(&running),
+        };
+        let (client, server) = (Arc::clone(&client), Arc::clone(&server));
+        shared.threads.spawn(Box::new(move || {
+            relay::pump(&last.conn, Side::Server, &server, &client);
+            drop((server, client));
+            drop(last);
+        }))
+    };
+    let last = LastOut {
+        shared: Arc::clone(shared),
+        conn: Arc::clone(conn),
+        running,
+    };
+    match back {
+        Ok(()) => relay::pump(conn, Side::Client, &client, &server),
+        Err(e) => {
+            conn.err(Side::Server, &e);
+            let _ = client.shutdown(std::net::Shutdown::Both);
+            // The job went down with the failed spawn, and its `LastOut` with it.
+        }
+    }
+    drop((client, server));
+    drop(last);
+}
+
+/// One direction's hold on its connection: the last one dropped finishes the
+/// connection, also when a relay thread panicked (unwinding drops it), so every
+/// connection gets its index line.
+struct LastOut {
+    shared: Arc<Shared>,
+    conn: Arc<Conn>,
+    running: Arc<AtomicUsize>,
+}
+
+impl Drop for LastOut {
+    fn drop(&mut self) {
+        if self.running.fetch_sub(1, Ordering::AcqRel) == 1 {
+            finish(&self.shared, &self.conn);
+        }
+    }
+}
+
+/// A connection has ended: write its index line and its end line.
+pub(super) fn finish(shared: &Shared, conn: &Conn) {
+    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn.n);
+    report(shared, conn);
+}
+
+/// Writes `conn`'s index line and end line, unless they are written already.
+pub(super) fn report(shared: &Shared, conn: &Conn) {
+    let Some(entry) = conn.report() else { return };
+    shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
+    shared.server_bytes.fetch_add(entry.server_bytes, Ordering::SeqCst);
+    if let Err(e) = shared.index.append(&entry) {
+        say!(
+            "#{}: failed to write index {}: {e}",
+            conn.n,
+            shared.index.path().display()
+        );
+    }
+    if shared.config.quiet {
+        return;
+    }
+    let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
+        (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
+        (end, _) => format!("{name} sent {bytes} bytes ({end})"),
+    };
+    say!(
+        "#{} ended after {:.3}s: {}, {}",
+        conn.n,
+        entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,
+        side(entry.client_end, entry.client_bytes, &entry.client_error, "client"),
+        side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
+    );
 }
 
 #[cfg(test)]

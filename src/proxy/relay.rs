@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use socket2::SockRef;
 
-use crate::conn::{Conn, Recorded};
+use super::connection::{Conn, Recorded};
 use crate::log::Side;
 
 /// The receive buffer starts small, so thousands of idle connections cost little

@@ -12,6 +12,8 @@
 //!   how each side ended, byte counts), one direction of a connection (`relay.rs`:
 //!   recv, record, send; half-close and teardown), and the reusable blocking
 //!   threads that run connections (`threads.rs`).
+//! - `peer`: a peer's plaintext stream, what the relay needs from one side of a
+//!   connection (receive, send, hang up, abort with a reset), on plain TCP.
 //! - [`log`]: the log format (its spec is the module doc), the writer and the
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
@@ -31,6 +33,7 @@ pub mod index;
 pub mod log;
 pub mod net;
 pub mod pcap;
+mod peer;
 pub mod process;
 pub mod proxy;
 pub mod replay;

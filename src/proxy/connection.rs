@@ -14,11 +14,14 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use socket2::SockRef;
 
 use super::{Shared, relay};
 use crate::index::Entry;
 use crate::log::{Clock, End, Event, LogWriter, Micros, Side};
+use crate::peer::{Peer, TcpPeer};
 use crate::process::say;
 
 /// A connection being proxied and recorded.
@@ -136,7 +139,7 @@ impl Conn {
     /// Records that `side`'s connection failed. Returns [`Recorded::Go`] if this is
     /// the first failure, and the caller must tear the whole connection down;
     /// [`Recorded::Stop`] if it already was (the error is the teardown's echo).
-    pub fn err(&self, side: Side, error: &io::Error) -> Recorded {
+    pub fn err(&self, side: Side, error: &dyn std::fmt::Display) -> Recorded {
         let mut state = self.lock();
         if state.torn_down || state.reported {
             return Recorded::Stop;
@@ -195,27 +198,57 @@ impl Conn {
     }
 }
 
-/// A connection's life after accept, on its own thread.
+/// A connection's life after accept, on its own thread: connect to the server,
+/// then relay both directions, this thread client-to-server and a second one
+/// server-to-client.
 pub(super) fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     let config = &shared.config;
     let server = match crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout) {
         Ok(server) => server,
-        Err(e) => {
-            conn.err(Side::Server, &e);
-            drop(client);
-            finish(shared, conn);
-            return;
-        }
+        Err(e) => return refuse(shared, conn, client, &e),
     };
     if let Ok(addr) = server.peer_addr() {
         conn.set_upstream(addr);
     }
-    let _ = server.set_nodelay(true);
-    let client = Arc::new(client);
-    let server = Arc::new(server);
-    // The server-to-client direction runs on a second thread. Whichever
-    // direction ends last finishes the connection, after both have let go of the
-    // sockets (so they are closed first), and neither thread waits for the other.
+    let client: Arc<dyn Peer> = Arc::new(TcpPeer::new(client));
+    let server: Arc<dyn Peer> = Arc::new(TcpPeer::new(server));
+    relay_both(shared, conn, client, server);
+}
+
+/// The server could not be reached: record what the client sent while the connect
+/// was pending (and its hang-up, if it hung up), then `s err`, and reset the
+/// client, as a refused connection would have.
+fn refuse(shared: &Shared, conn: &Conn, client: TcpStream, error: &io::Error) {
+    let mut buf = Vec::with_capacity(64 * 1024);
+    loop {
+        buf.clear();
+        match SockRef::from(&client).recv_with_flags(buf.spare_capacity_mut(), libc::MSG_DONTWAIT) {
+            Ok(0) => {
+                conn.hup(Side::Client);
+                break;
+            }
+            Ok(n) => {
+                // SAFETY: recv initialised the first n bytes of the spare capacity.
+                unsafe { buf.set_len(n) };
+                conn.data(Side::Client, &buf);
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            // Nothing more waiting (or the client is gone): the server's error is
+            // what ends the connection either way.
+            Err(_) => break,
+        }
+    }
+    conn.err(Side::Server, error);
+    let _ = SockRef::from(&client).set_linger(Some(Duration::ZERO));
+    drop(client);
+    finish(shared, conn);
+}
+
+/// Relays both directions of a connected pair of peers. The server-to-client
+/// direction runs on a second thread. Whichever direction ends last finishes the
+/// connection, after both have let go of the peers (so the sockets are closed
+/// first), and neither thread waits for the other.
+fn relay_both(shared: &Arc<Shared>, conn: &Arc<Conn>, client: Arc<dyn Peer>, server: Arc<dyn Peer>) {
     let running = Arc::new(AtomicUsize::new(2));
     let back = {
         let last = LastOut {
@@ -225,7 +258,7 @@ pub(super) fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
         };
         let (client, server) = (Arc::clone(&client), Arc::clone(&server));
         shared.threads.spawn(Box::new(move || {
-            relay::pump(&last.conn, Side::Server, &server, &client);
+            relay::pump(&last.conn, Side::Server, &*server, &*client);
             drop((server, client));
             drop(last);
         }))
@@ -236,11 +269,11 @@ pub(super) fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
         running,
     };
     match back {
-        Ok(()) => relay::pump(conn, Side::Client, &client, &server),
+        Ok(()) => relay::pump(conn, Side::Client, &*client, &*server),
         Err(e) => {
-            conn.err(Side::Server, &e);
-            let _ = client.shutdown(std::net::Shutdown::Both);
             // The job went down with the failed spawn, and its `LastOut` with it.
+            let e = io::Error::new(e.kind(), format!("could not start a relay thread: {e}"));
+            relay::fail(conn, Side::Server, &e, &*client, &*server);
         }
     }
     drop((client, server));

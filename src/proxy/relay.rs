@@ -3,17 +3,14 @@
 //!
 //! The order inside the loop is the point of the tool: bytes are written to the log
 //! before they are forwarded, so whatever a peer has received is already recorded
-//! even if netrecord dies the next instant.
+//! even if netrecord dies the next instant. The peers are [`Peer`]s, plain TCP or
+//! TLS alike: the loop is the same for both.
 
-use std::io::{self, Write};
-use std::mem::MaybeUninit;
-use std::net::{Shutdown, TcpStream};
-use std::time::Duration;
-
-use socket2::SockRef;
+use std::io;
 
 use super::connection::{Conn, Recorded};
 use crate::log::Side;
+use crate::peer::Peer;
 
 /// The receive buffer starts small, so thousands of idle connections cost little
 /// memory, and doubles whenever a receive fills it, up to this size, so a bulk
@@ -22,21 +19,22 @@ pub const MAX_BUFFER: usize = 1024 * 1024;
 const FIRST_BUFFER: usize = 4 * 1024;
 
 /// Pumps bytes from `src` (the peer on `from`'s side) to `dst` until `from` hangs
-/// up or either socket fails.
+/// up or either peer fails.
 ///
-/// - `from` hangs up: record `hup`, then `shutdown(Write)` toward the other peer so
-///   it sees the half-close, and return; the other direction goes on by itself.
-/// - a receive or send fails: record `err` for the failing side and tear the whole
-///   connection down, which also wakes the sibling thread out of its `recv`.
-pub fn pump(conn: &Conn, from: Side, src: &TcpStream, dst: &TcpStream) {
+/// - `from` hangs up: record `hup`, then hang up toward the other peer so it sees
+///   the half-close, and return; the other direction goes on by itself.
+/// - a receive or send fails: record `err` for the failing side and abort both
+///   peers, which wakes the sibling thread and makes each peer see a reset, as it
+///   would have without netrecord in the middle.
+pub(crate) fn pump(conn: &Conn, from: Side, src: &dyn Peer, dst: &dyn Peer) {
     let mut buf: Vec<u8> = Vec::with_capacity(FIRST_BUFFER);
     loop {
-        let n = match recv(src, &mut buf) {
+        let n = match src.recv(&mut buf) {
             Ok(0) => {
                 if conn.hup(from) == Recorded::Go {
                     // The peer on the other side may already be gone; its own
                     // direction will notice and record that.
-                    let _ = dst.shutdown(Shutdown::Write);
+                    let _ = dst.hang_up();
                 }
                 return;
             }
@@ -47,7 +45,7 @@ pub fn pump(conn: &Conn, from: Side, src: &TcpStream, dst: &TcpStream) {
         if conn.data(from, &buf[..n]) == Recorded::Stop {
             return;
         }
-        if let Err(e) = (&*dst).write_all(&buf[..n]) {
+        if let Err(e) = dst.send_all(&buf[..n]) {
             return fail(conn, from.other(), &e, src, dst);
         }
         if n == buf.capacity() && n < MAX_BUFFER {
@@ -56,26 +54,11 @@ pub fn pump(conn: &Conn, from: Side, src: &TcpStream, dst: &TcpStream) {
     }
 }
 
-/// Receives into `buf`'s spare capacity without zeroing it first (a fresh large
-/// buffer would otherwise be written twice) and returns the byte count.
-fn recv(src: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usize> {
-    buf.clear();
-    let spare: &mut [MaybeUninit<u8>] = buf.spare_capacity_mut();
-    let n = SockRef::from(src).recv(spare)?;
-    // SAFETY: recv initialised the first n bytes of the spare capacity.
-    unsafe { buf.set_len(n) };
-    Ok(n)
-}
-
-/// Records `side`'s failure and, if it is the first, tears the connection down:
-/// both sockets are shut down, which wakes the sibling thread, and set to linger 0
-/// so that closing them sends a reset: each peer sees the connection abort, as it
-/// would have without netrecord in the middle.
-fn fail(conn: &Conn, side: Side, error: &io::Error, a: &TcpStream, b: &TcpStream) {
+/// Records `side`'s failure and, if it is the first, aborts both peers: each gets
+/// a reset and no FIN, and the sibling thread wakes up and stops quietly.
+pub(crate) fn fail(conn: &Conn, side: Side, error: &io::Error, a: &dyn Peer, b: &dyn Peer) {
     if conn.err(side, error) == Recorded::Go {
-        for s in [a, b] {
-            let _ = SockRef::from(s).set_linger(Some(Duration::ZERO));
-            let _ = s.shutdown(Shutdown::Both);
-        }
+        a.abort();
+        b.abort();
     }
 }

@@ -5,5 +5,6 @@ mod install;
 mod pcap;
 mod proxy;
 mod replay;
+mod resets;
 mod show;
 mod util;

@@ -566,6 +566,7 @@ mod tests {
                 ".SH SYNOPSIS",
                 ".SH DESCRIPTION",
                 ".SH OPTIONS",
+                ".SH TLS",
                 ".SH COMMANDS",
                 ".SH \"LOG FORMAT\"",
                 ".SH \"EXIT STATUS\"",

@@ -58,6 +58,42 @@ pub struct Entry {
     pub server_error: Option<String>,
     /// Why recording stopped early for this connection (e.g. the disk filled up).
     pub log_error: Option<String>,
+    /// `null` for a plain connection; else one entry per leg that used TLS.
+    #[serde(default)]
+    pub tls: Option<TlsInfo>,
+}
+
+/// The TLS of one connection: one entry per leg that used TLS.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsInfo {
+    /// Between the client and netrecord (`--tls-listen`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client: Option<TlsLeg>,
+    /// Between netrecord and the server (`--tls-upstream`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub server: Option<TlsLeg>,
+}
+
+/// One leg's TLS session.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TlsLeg {
+    /// `TLSv1.3` or `TLSv1.2`.
+    pub version: String,
+    /// The cipher suite, e.g. `TLS13_AES_128_GCM_SHA256`.
+    pub cipher: String,
+    /// The server name the client asked for (SNI); `null` when none.
+    pub sni: Option<String>,
+    /// The application protocol agreed (ALPN), e.g. `h2`; `null` when none.
+    pub alpn: Option<String>,
+    /// The server leg only: the subject of the server's certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_subject: Option<String>,
+    /// The server leg only: SHA-256 of the server's certificate (DER), hex.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
+    /// How that peer hung up: `close_notify`, or `fin_without_close_notify` when
+    /// it closed TCP without a TLS close_notify; `null` if it did not hang up.
+    pub hangup: Option<String>,
 }
 
 /// The index file's path for a log root: `<root>_index.jsonl`.
@@ -170,6 +206,7 @@ mod tests {
             server_end: End::Err,
             server_error: Some("Connection reset by peer (os error 104)".into()),
             log_error: None,
+            tls: None,
         }
     }
 

@@ -14,6 +14,8 @@
 //!   threads that run connections (`threads.rs`).
 //! - `peer`: a peer's plaintext stream, what the relay needs from one side of a
 //!   connection (receive, send, hang up, abort with a reset), on plain TCP.
+//! - `tls`: TLS on either leg or both (`--tls-listen`, `--tls-upstream`): the
+//!   handshakes, netrecord's CA, and a peer's plaintext stream over rustls.
 //! - [`log`]: the log format (its spec is the module doc), the writer and the
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
@@ -38,3 +40,4 @@ pub mod process;
 pub mod proxy;
 pub mod replay;
 pub mod show;
+mod tls;

@@ -44,6 +44,12 @@ pub(crate) trait Peer: Send + Sync {
     /// receive with `Ok(0)` or an error, the send with an error). The reset itself
     /// goes out when the socket is closed, after both threads have let go of it.
     fn abort(&self);
+
+    /// For a TLS peer that has hung up: `"close_notify"`, or
+    /// `"fin_without_close_notify"` when it closed TCP without saying so in TLS.
+    fn tls_hangup(&self) -> Option<&'static str> {
+        None
+    }
 }
 
 /// A peer on a plain TCP socket.

@@ -244,6 +244,7 @@ mod tests {
             server_end: End::Hup,
             server_error: None,
             log_error: None,
+            tls: None,
         }
     }
 

@@ -19,10 +19,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use socket2::SockRef;
 
 use super::{Shared, relay};
-use crate::index::Entry;
+use crate::index::{Entry, TlsInfo};
 use crate::log::{Clock, End, Event, LogWriter, Micros, Side};
 use crate::peer::{Peer, TcpPeer};
 use crate::process::say;
+use crate::tls::Tls;
 
 /// A connection being proxied and recorded.
 #[derive(Debug)]
@@ -45,6 +46,7 @@ struct State {
     log: Option<LogWriter>,
     log_error: Option<String>,
     upstream: Option<SocketAddr>,
+    tls: Option<TlsInfo>,
     start: Micros,
     bytes: [u64; 2],
     ended: [End; 2],
@@ -83,6 +85,7 @@ impl Conn {
                 log: Some(log),
                 log_error: None,
                 upstream: None,
+                tls: None,
                 start: Micros(0),
                 bytes: [0; 2],
                 ended: [End::Open, End::Open],
@@ -111,6 +114,25 @@ impl Conn {
     /// Records that the connection to the server was made through `addr`.
     pub fn set_upstream(&self, addr: SocketAddr) {
         self.lock().upstream = Some(addr);
+    }
+
+    /// Records the TLS sessions of the connection's legs, for the index.
+    pub fn set_tls(&self, tls: TlsInfo) {
+        self.lock().tls = Some(tls);
+    }
+
+    /// Notes how a TLS peer on `side` hung up (`close_notify`, or a FIN without
+    /// one), for the index.
+    pub fn note_tls_hangup(&self, side: Side, how: &str) {
+        let mut state = self.lock();
+        let Some(tls) = state.tls.as_mut() else { return };
+        let leg = match side {
+            Side::Client => tls.client.as_mut(),
+            Side::Server => tls.server.as_mut(),
+        };
+        if let Some(leg) = leg {
+            leg.hangup = Some(how.to_string());
+        }
     }
 
     /// Records `payload` received from `side`; the caller forwards it only after
@@ -194,31 +216,126 @@ impl Conn {
             server_end: state.ended[1],
             server_error: state.errors[1].clone(),
             log_error: state.log_error.clone(),
+            tls: state.tls.clone(),
         })
     }
 }
 
-/// A connection's life after accept, on its own thread: connect to the server,
-/// then relay both directions, this thread client-to-server and a second one
-/// server-to-client.
+/// A connection's life after accept, on its own thread: connect to the server
+/// (with TLS handshakes where the run uses TLS), then relay both directions, this
+/// thread client-to-server and a second one server-to-client.
 pub(super) fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     let config = &shared.config;
-    let server = match crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout) {
+    let connect = || crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout);
+    let Some(tls) = config.tls.as_deref() else {
+        let server = match connect() {
+            Ok(server) => server,
+            Err(e) => return refuse(shared, conn, client, &e),
+        };
+        if let Ok(addr) = server.peer_addr() {
+            conn.set_upstream(addr);
+        }
+        return relay_both(
+            shared,
+            conn,
+            Arc::new(TcpPeer::new(client)),
+            Arc::new(TcpPeer::new(server)),
+        );
+    };
+    serve_tls(shared, conn, client, tls, connect);
+}
+
+/// [`serve`] for a run with TLS on one leg or both. With `--tls-listen` the
+/// client's ClientHello comes first, so that its SNI and ALPN offer reach the
+/// server; the client's handshake is finished last, with the ALPN protocol the
+/// server chose. A failed handshake is that side's `err`, in words.
+fn serve_tls(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    mut client: TcpStream,
+    tls: &Tls,
+    connect: impl FnOnce() -> io::Result<TcpStream>,
+) {
+    let mut info = TlsInfo::default();
+    let hello = match &tls.listen {
+        Some(listen) => match listen.read_hello(&mut client) {
+            Ok(hello) => Some(hello),
+            Err(why) => return fail_setup(shared, conn, Side::Client, &why, info, [Some(client), None]),
+        },
+        None => None,
+    };
+    let server = match connect() {
         Ok(server) => server,
-        Err(e) => return refuse(shared, conn, client, &e),
+        // A plain client may have sent bytes meanwhile; a TLS client has sent
+        // nothing but its handshake.
+        Err(e) if hello.is_none() => return refuse(shared, conn, client, &e),
+        Err(e) => return fail_setup(shared, conn, Side::Server, &e, info, [Some(client), None]),
     };
     if let Ok(addr) = server.peer_addr() {
         conn.set_upstream(addr);
     }
-    let client: Arc<dyn Peer> = Arc::new(TcpPeer::new(client));
-    let server: Arc<dyn Peer> = Arc::new(TcpPeer::new(server));
+    let (server, chosen): (Arc<dyn Peer>, Option<Vec<u8>>) = match &tls.upstream {
+        Some(upstream) => {
+            let sni = hello.as_ref().and_then(|h| h.sni.as_deref());
+            let offer = hello.as_ref().map(|h| h.alpn.clone()).unwrap_or_default();
+            match upstream.connect(server, sni, offer) {
+                Ok((peer, leg)) => {
+                    let chosen = leg.alpn.clone().map(String::into_bytes);
+                    info.server = Some(leg);
+                    (Arc::new(peer), chosen)
+                }
+                Err(why) if hello.is_none() => {
+                    conn.set_tls(info);
+                    return refuse(shared, conn, client, &why);
+                }
+                Err(why) => return fail_setup(shared, conn, Side::Server, &why, info, [Some(client), None]),
+            }
+        }
+        None => (Arc::new(TcpPeer::new(server)), None),
+    };
+    let client: Arc<dyn Peer> = match (&tls.listen, hello) {
+        (Some(listen), Some(hello)) => match listen.finish(hello, client, chosen) {
+            Ok((peer, leg)) => {
+                info.client = Some(leg);
+                Arc::new(peer)
+            }
+            Err(why) => {
+                // The server leg is up: it must see the connection fail too.
+                conn.set_tls(info);
+                conn.err(Side::Client, &why);
+                server.abort();
+                drop(server);
+                return finish(shared, conn);
+            }
+        },
+        _ => Arc::new(TcpPeer::new(client)),
+    };
+    conn.set_tls(info);
     relay_both(shared, conn, client, server);
+}
+
+/// A connection that failed before relaying began (a handshake, or the connect
+/// behind a TLS client): `side`'s `err`, and a reset for the sockets there are.
+fn fail_setup(
+    shared: &Shared,
+    conn: &Conn,
+    side: Side,
+    why: &dyn std::fmt::Display,
+    info: TlsInfo,
+    sockets: [Option<TcpStream>; 2],
+) {
+    conn.set_tls(info);
+    conn.err(side, why);
+    for socket in sockets.into_iter().flatten() {
+        let _ = SockRef::from(&socket).set_linger(Some(Duration::ZERO));
+    }
+    finish(shared, conn);
 }
 
 /// The server could not be reached: record what the client sent while the connect
 /// was pending (and its hang-up, if it hung up), then `s err`, and reset the
 /// client, as a refused connection would have.
-fn refuse(shared: &Shared, conn: &Conn, client: TcpStream, error: &io::Error) {
+fn refuse(shared: &Shared, conn: &Conn, client: TcpStream, error: &dyn std::fmt::Display) {
     let mut buf = Vec::with_capacity(64 * 1024);
     loop {
         buf.clear();

@@ -29,6 +29,7 @@ use crate::index::IndexWriter;
 use crate::log::{Clock, LogWriter, Side, log_path};
 use crate::net::{Stop, bind};
 use crate::process::say;
+use crate::tls::Tls;
 use connection::Conn;
 use threads::Threads;
 
@@ -38,7 +39,7 @@ const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
 /// Everything a connection needs to know about the run.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Config {
     /// The server as the user named it, for messages.
     pub upstream_name: String,
@@ -49,6 +50,8 @@ pub struct Config {
     pub connect_timeout: Duration,
     /// No per-connection lines.
     pub quiet: bool,
+    /// TLS toward clients, the server, or both; `None` for plain TCP.
+    pub(crate) tls: Option<Arc<Tls>>,
 }
 
 /// Totals of a run, for the summary line.
@@ -73,6 +76,16 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     };
     check_log_dir(root)?;
     let upstream = crate::net::resolve(host, port)?;
+    // Before the listener opens: with a minted certificate, the CA exists by the
+    // time a client can connect, so it can be trusted first.
+    let tls = Tls::from_args(
+        &args.tls_listen,
+        &args.tls_upstream,
+        args.tls_keylog.as_deref(),
+        host,
+        args.connect_timeout,
+    )?
+    .map(Arc::new);
     let listen = SocketAddr::new(args.listen, proxy_port);
     let listener = bind(listen).with_context(|| format!("could not listen on {listen}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
@@ -86,8 +99,9 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     } else {
         ""
     };
+    let tls_words = tls.as_ref().map(|t| format!("; {}", t.describe())).unwrap_or_default();
     say!(
-        "listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {}_N (index {})",
+        "listening on {local}{hint}, forwarding to {host}:{port} ({}), logging to {}_N (index {}){tls_words}",
         shown.join(", "),
         root.display(),
         index.path().display()
@@ -103,6 +117,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         root: root.to_path_buf(),
         connect_timeout: args.connect_timeout,
         quiet: args.quiet,
+        tls,
     };
     let totals = accept_loop(listener, config, index, &stop)?;
     say!(

@@ -31,6 +31,9 @@ pub(crate) fn pump(conn: &Conn, from: Side, src: &dyn Peer, dst: &dyn Peer) {
     loop {
         let n = match src.recv(&mut buf) {
             Ok(0) => {
+                if let Some(how) = src.tls_hangup() {
+                    conn.note_tls_hangup(from, how);
+                }
                 if conn.hup(from) == Recorded::Go {
                     // The peer on the other side may already be gone; its own
                     // direction will notice and record that.

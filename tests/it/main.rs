@@ -7,4 +7,5 @@ mod proxy;
 mod replay;
 mod resets;
 mod show;
+mod tls;
 mod util;

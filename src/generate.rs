@@ -394,6 +394,17 @@ fn environment(r: &mut Roff) {
         "If set to a value other than 0, show --color auto colours its output even when it is not \
          written to a terminal.",
     )]);
+    r.control("TP", []);
+    r.text([bold("SSLKEYLOGFILE")]);
+    r.text([roman(
+        "Without --tls-keylog, the file the TLS session keys of both legs are appended to.",
+    )]);
+    r.control("TP", []);
+    r.text([bold("XDG_DATA_HOME")]);
+    r.text([roman(
+        "Without --tls-ca-dir, netrecord's CA lives in $XDG_DATA_HOME/netrecord (else \
+         ~/.local/share/netrecord).",
+    )]);
 }
 
 fn files(r: &mut Roff) {
@@ -415,6 +426,14 @@ fn files(r: &mut Roff) {
         roman("_[0-9]*"),
         roman(" matches the logs only."),
     ]);
+    r.control("TP", []);
+    r.text([italic("CA_DIR"), roman("/netrecord-ca.pem")]);
+    r.text([roman(
+        "With --tls-listen and no --tls-cert: the CA certificate clients must trust to accept the \
+         certificates netrecord mints per server name (mode 0644). Its key, netrecord-ca-key.pem, is \
+         beside it (mode 0600). Both are made on first use and reused afterwards; CA_DIR is \
+         --tls-ca-dir, else $XDG_DATA_HOME/netrecord, else ~/.local/share/netrecord.",
+    )]);
 }
 
 fn examples(r: &mut Roff) {

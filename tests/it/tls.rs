@@ -877,3 +877,71 @@ fn a_server_certificate_for_another_name_is_an_err_in_words() {
     );
     still_serves(&proxy, &netrecord_ca(&dir), 1);
 }
+
+#[test]
+fn tls_insecure_accepts_an_untrusted_server_and_says_so() {
+    let ca = TestCa::for_names(&["somewhere.else"]);
+    let echo = tls_echo(&ca);
+    let (proxy, _dir) = tls_proxy(echo.port(), &["-q", "--tls-upstream", "--tls-insecure"]);
+    let client = connect(proxy.addr);
+    send(&client, b"unverified");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"unverified");
+    proxy.wait_ended(1);
+    let (_, stderr) = proxy.stop();
+    assert!(stderr[0].contains("WITHOUT verifying"), "{stderr:?}");
+}
+
+#[test]
+fn bad_tls_options_are_one_line_and_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let missing = dir.path().join("missing.pem");
+    let garbage = dir.path().join("garbage.pem");
+    std::fs::write(&garbage, "not a certificate\n").unwrap();
+    let run = |extra: &[&str]| {
+        let mut child = Command::new(BIN)
+            .args(["127.0.0.1", "9", "0"])
+            .arg(&root)
+            .args(extra)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+        (wait_child(&mut child).code().unwrap_or(-1), stderr)
+    };
+    let (m, g) = (missing.to_str().unwrap(), garbage.to_str().unwrap());
+    let cases: [(&[&str], i32, &str); 6] = [
+        (&["--tls-cert", g, "--tls-key", g], 2, "--tls-listen"),
+        (&["--tls-insecure"], 2, "--tls-upstream"),
+        (&["--tls-listen", "--tls-cert", m, "--tls-key", m], 1, "missing.pem"),
+        (
+            &["--tls-listen", "--tls-cert", g, "--tls-key", g],
+            1,
+            "no certificate in",
+        ),
+        (&["--tls-upstream", "--tls-ca", g], 1, "no certificate in"),
+        (
+            &["--tls-upstream", "--tls-server-name", "bad name!"],
+            1,
+            "not a valid server name",
+        ),
+    ];
+    for (extra, code, says) in cases {
+        let (status, stderr) = run(extra);
+        assert_eq!(status, code, "{extra:?}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(
+            stderr.starts_with("netrecord: ") && stderr.contains(says),
+            "{extra:?}: {stderr}"
+        );
+    }
+    let left: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["garbage.pem"], "only the test's own file is there");
+}

@@ -64,12 +64,18 @@ pub enum Recorded {
 }
 
 impl Conn {
-    /// Starts a connection's record with `c <time> con`.
-    pub fn open(n: u64, client: SocketAddr, log: LogWriter, clock: Clock) -> io::Result<Conn> {
-        let log_path = log.path().to_path_buf();
+    /// Starts a connection's record with `c <time> con` in `log`. When the log
+    /// could not be created (`log` is why), or not even `con` fits, the connection
+    /// is forwarded unrecorded and [`Conn::log_error`] says why: a full disk must
+    /// not refuse clients.
+    pub fn open(n: u64, client: SocketAddr, log_path: PathBuf, log: Result<LogWriter, String>, clock: Clock) -> Conn {
         let start_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        let (log, log_error) = match log {
+            Ok(log) => (Some(log), None),
+            Err(why) => (None, Some(why)),
+        };
         let conn = Conn {
             n,
             client,
@@ -77,8 +83,8 @@ impl Conn {
             start_unix_us,
             clock,
             state: Mutex::new(State {
-                log: Some(log),
-                log_error: None,
+                log,
+                log_error,
                 upstream: None,
                 start: Micros(0),
                 bytes: [0; 2],
@@ -92,11 +98,21 @@ impl Conn {
             let mut state = conn.lock();
             let now = clock.now();
             state.start = now;
-            if let Some(log) = state.log.as_mut() {
-                log.append(Side::Client, now, Event::Con, b"")?;
+            if let Some(log) = state.log.as_mut()
+                && let Err(e) = log.append(Side::Client, now, Event::Con, b"")
+            {
+                // Leave no empty log that looks like a recording.
+                let _ = std::fs::remove_file(&conn.log_path);
+                state.log = None;
+                state.log_error = Some(format!("failed to write log {}: {e}", conn.log_path.display()));
             }
         }
-        Ok(conn)
+        conn
+    }
+
+    /// Why this connection is not (or no longer) recorded, if it is not.
+    pub fn log_error(&self) -> Option<String> {
+        self.lock().log_error.clone()
     }
 
     /// The state, even if a thread panicked while holding it: the state is kept
@@ -306,7 +322,8 @@ mod tests {
     fn open_conn(dir: &std::path::Path) -> Conn {
         let mut next = 1;
         let (n, log) = LogWriter::create_next(&dir.join("rec"), &mut next).unwrap();
-        Conn::open(n, "127.0.0.1:1234".parse().unwrap(), log, Clock::start()).unwrap()
+        let path = log.path().to_path_buf();
+        Conn::open(n, "127.0.0.1:1234".parse().unwrap(), path, Ok(log), Clock::start())
     }
 
     #[test]

@@ -177,10 +177,14 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
                 if let Some(pause) = backoff.recovered() {
                     say!("accepting again after {pause}");
                 }
-                if let Err(e) = accept(&shared, client, addr, &mut next) {
-                    say!("connection from {addr} dropped: {e:#}");
-                    if is_resource_error(e.downcast_ref::<io::Error>()) {
-                        thread::sleep(backoff.failed(None));
+                match accept(&shared, client, addr, &mut next) {
+                    Ok(false) => {}
+                    Ok(true) => thread::sleep(backoff.failed(None)),
+                    Err(e) => {
+                        say!("connection from {addr} dropped: {e:#}");
+                        if is_resource_error(e.downcast_ref::<io::Error>()) {
+                            thread::sleep(backoff.failed(None));
+                        }
                     }
                 }
             }
@@ -246,25 +250,33 @@ fn is_resource_error(e: Option<&io::Error>) -> bool {
         .is_some_and(|code| matches!(code, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-/// Sets up one accepted client: its log, its `con` record, its thread.
-fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut u64) -> anyhow::Result<()> {
+/// Sets up one accepted client: its log, its `c con` record, its thread. A log
+/// that cannot be created does not refuse the client: it is forwarded unrecorded,
+/// keeps its number (the next connection gets the next one, so the index has no
+/// gap and no number twice), and its index line says why. Returns whether the
+/// log failed for want of descriptors or memory, so the loop backs off.
+fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut u64) -> anyhow::Result<bool> {
     let root = &shared.config.root;
-    let (n, log) = LogWriter::create_next(root, next)
-        .with_context(|| format!("failed to create log {}", log_path(root, *next).display()))?;
-    let path = log.path().to_path_buf();
-    let conn = match Conn::open(n, addr, log, shared.clock) {
-        Ok(conn) => Arc::new(conn),
+    let mut starved = false;
+    let (n, path, log) = match LogWriter::create_next(root, next) {
+        Ok((n, log)) => (n, log.path().to_path_buf(), Ok(log)),
         Err(e) => {
-            // Not even `con` fit: leave no empty log that looks like a recording.
-            let _ = std::fs::remove_file(&path);
-            return Err(anyhow::Error::new(e).context(format!("failed to write log {}", path.display())));
+            let n = *next;
+            *next += 1;
+            starved = is_resource_error(Some(&e));
+            let path = log_path(root, n);
+            let why = format!("failed to create log {}: {e}", path.display());
+            (n, path, Err(why))
         }
     };
+    let conn = Arc::new(Conn::open(n, addr, path, log, shared.clock));
     // The proxy must not add Nagle's delay to small messages.
     let _ = client.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
-    if !shared.config.quiet {
-        say!("#{n} from {addr}, logging to {}", conn.log_path.display());
+    match conn.log_error() {
+        Some(why) => say!("#{n} from {addr}, not recorded: {why}; forwarding it anyway"),
+        None if !shared.config.quiet => say!("#{n} from {addr}, logging to {}", conn.log_path.display()),
+        None => {}
     }
     shared
         .live
@@ -281,5 +293,5 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         connection::finish(shared, &conn);
         return Err(anyhow::Error::new(e).context("could not start a connection thread"));
     }
-    Ok(())
+    Ok(starved)
 }

@@ -1,0 +1,127 @@
+//! The recorder under faults: a full or vanished log directory, a stderr nobody
+//! reads, signals while stopping, connections ending during a stop, `kill -9` in
+//! the middle of a transfer, and startup refusals (a self-loop, a bad log root, an
+//! index another user prepared).
+
+use std::io::Write;
+use std::net::{Shutdown, SocketAddr};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use netrecord::index::Entry;
+
+use crate::proxy::TinyDisk;
+use crate::util::*;
+
+/// One echo exchange through the proxy at `addr`: sends `data`, half-closes and
+/// checks that everything comes back.
+fn echo_through(addr: SocketAddr, data: &[u8]) {
+    let client = connect(addr);
+    send(&client, data);
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), data, "the echo through {addr}");
+}
+
+/// The connection numbers of `entries`, sorted.
+fn numbers(entries: &[Entry]) -> Vec<u64> {
+    let mut n: Vec<u64> = entries.iter().map(|e| e.conn).collect();
+    n.sort_unstable();
+    n
+}
+
+/// Writes to `path` until the file system is full; bounded by the disk's size.
+fn fill(path: &Path) {
+    let mut file = std::fs::File::create(path).unwrap();
+    let chunk = vec![0u8; 64 * 1024];
+    for _ in 0..1024 {
+        if file.write_all(&chunk).is_err() {
+            return;
+        }
+    }
+    panic!("{} never filled up", path.display());
+}
+
+#[test]
+fn a_full_disk_forwards_new_clients_unrecorded_and_numbers_them_all() {
+    let Some(disk) = TinyDisk::new() else {
+        skip("needs root to mount a 1 MiB tmpfs");
+        return;
+    };
+    let upstream = Upstream::echo();
+    let root = disk.dir.path().join("rec");
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
+    echo_through(proxy.addr, b"recorded");
+    proxy.wait_ended(1);
+    let filler = disk.dir.path().join("filler");
+    fill(&filler);
+    for i in 0..3 {
+        echo_through(proxy.addr, format!("unrecorded {i}").as_bytes());
+    }
+    let entries = proxy.wait_ended(4);
+    assert_eq!(numbers(&entries), [1, 2, 3, 4]);
+    for e in entries.iter().filter(|e| e.conn > 1) {
+        let why = e.log_error.as_deref().expect("the index says why");
+        assert!(
+            why.contains("failed to write log") && why.contains("No space left"),
+            "{why}"
+        );
+        assert!(!e.log.exists(), "no empty log is left: {}", e.log.display());
+        assert_eq!(e.client_bytes, 12);
+    }
+    // With room again, the next connection is recorded under the next number.
+    std::fs::remove_file(&filler).unwrap();
+    echo_through(proxy.addr, b"recorded again");
+    let entries = proxy.wait_ended(5);
+    assert_eq!(numbers(&entries), [1, 2, 3, 4, 5]);
+    assert_eq!(valid_log(&proxy.log(5)).client, b"recorded again");
+    let (status, stderr) = proxy.stop();
+    assert!(status.success(), "{stderr:?}");
+    let refused: Vec<_> = stderr.iter().filter(|l| l.contains("not recorded")).collect();
+    assert_eq!(refused.len(), 3, "{stderr:?}");
+    assert!(
+        refused[0].starts_with("netrecord: #2 from 127.0.0.1:") && refused[0].contains("forwarding it anyway"),
+        "{refused:?}"
+    );
+    assert!(
+        stderr.last().unwrap().contains("stopped after 5 connections"),
+        "{stderr:?}"
+    );
+}
+
+#[test]
+fn a_removed_log_directory_forwards_new_clients_unrecorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let logs = dir.path().join("logs");
+    std::fs::create_dir(&logs).unwrap();
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &logs.join("rec"), &["-q"], |_| {});
+    echo_through(proxy.addr, b"recorded");
+    proxy.wait_ended(1);
+    // The index lives on in the open file after its directory is gone.
+    let index = std::fs::File::open(proxy.index()).unwrap();
+    let index_path = PathBuf::from(format!("/proc/self/fd/{}", index.as_raw_fd()));
+    std::fs::remove_dir_all(&logs).unwrap();
+    for i in 0..3 {
+        echo_through(proxy.addr, format!("unrecorded {i}").as_bytes());
+    }
+    let mut entries = Vec::new();
+    wait_until("4 index lines", || {
+        entries = netrecord::index::read_index(&index_path).unwrap();
+        entries.len() >= 4
+    });
+    assert_eq!(numbers(&entries), [1, 2, 3, 4]);
+    for e in entries.iter().filter(|e| e.conn > 1) {
+        let why = e.log_error.as_deref().expect("the index says why");
+        assert!(
+            why.contains(&format!("failed to create log {}", e.log.display())) && why.contains("No such file"),
+            "{why}"
+        );
+    }
+    let (status, stderr) = proxy.stop();
+    assert!(status.success(), "{stderr:?}");
+    assert_eq!(
+        stderr.iter().filter(|l| l.contains("not recorded")).count(),
+        3,
+        "{stderr:?}"
+    );
+}

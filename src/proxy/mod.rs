@@ -79,6 +79,8 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let index = IndexWriter::open(root)
         .with_context(|| format!("failed to open index {}", crate::index::index_path(root).display()))?;
     crate::process::raise_open_files_limit();
+    // From here on no accepting or relaying thread may block on a stderr nobody reads.
+    crate::process::queue_messages()?;
 
     let shown: Vec<String> = upstream.iter().map(SocketAddr::to_string).collect();
     let hint = if args.listen.is_loopback() {

@@ -3,10 +3,11 @@
 //! the middle of a transfer, and startup refusals (a self-loop, a bad log root, an
 //! index another user prepared).
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
+use std::thread;
 
 use netrecord::index::Entry;
 
@@ -123,5 +124,132 @@ fn a_removed_log_directory_forwards_new_clients_unrecorded() {
         stderr.iter().filter(|l| l.contains("not recorded")).count(),
         3,
         "{stderr:?}"
+    );
+}
+
+/// A netrecord whose stderr is a pipe the test reads only when it chooses to.
+struct Stuck {
+    child: std::process::Child,
+    /// Unread until a test takes it.
+    stderr: Option<std::process::ChildStderr>,
+    addr: SocketAddr,
+    root: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Stuck {
+    /// Starts netrecord in front of `upstream` and reads its startup line, byte by
+    /// byte so that nothing after it is read.
+    fn start(upstream: SocketAddr, extra: &[&str]) -> Stuck {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let mut child = std::process::Command::new(BIN)
+            .arg(upstream.ip().to_string())
+            .arg(upstream.port().to_string())
+            .arg("0")
+            .arg(&root)
+            .args(extra)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while line.len() < 4096 && stderr.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let addr = line
+            .split("listening on ")
+            .nth(1)
+            .and_then(|rest| rest.split([' ', ',']).next())
+            .and_then(|a| a.parse().ok())
+            .unwrap_or_else(|| panic!("no address in startup line {line:?}"));
+        Stuck {
+            child,
+            stderr: Some(stderr),
+            addr,
+            root,
+            _dir: dir,
+        }
+    }
+
+    fn entries(&self) -> Vec<Entry> {
+        netrecord::index::read_index(&netrecord::index::index_path(&self.root)).unwrap()
+    }
+}
+
+impl Drop for Stuck {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `count` echo exchanges through `addr` from four client threads, each
+/// client with the usual read timeout: a proxy that stops serving fails them.
+fn many_connections(addr: SocketAddr, count: usize) {
+    let clients: Vec<_> = (0..4)
+        .map(|t| {
+            thread::spawn(move || {
+                for i in 0..count / 4 {
+                    echo_through(addr, format!("client {t} connection {i}").as_bytes());
+                }
+            })
+        })
+        .collect();
+    for c in clients {
+        c.join().unwrap();
+    }
+}
+
+#[test]
+fn a_stderr_nobody_reads_does_not_stall_the_proxy_or_its_exit() {
+    let upstream = Upstream::echo();
+    let mut proxy = Stuck::start(upstream.addr, &[]);
+    // Two lines per connection: far more than the 64 KiB a pipe holds.
+    many_connections(proxy.addr, 2000);
+    wait_until("2000 index lines", || proxy.entries().len() >= 2000);
+    signal(&proxy.child, libc::SIGTERM);
+    let status = wait_child(&mut proxy.child);
+    assert!(status.success(), "{status:?}");
+    assert_eq!(numbers(&proxy.entries()), (1..=2000).collect::<Vec<u64>>());
+}
+
+#[test]
+fn lines_dropped_for_a_stuck_stderr_are_counted_once_it_drains() {
+    let upstream = Upstream::echo();
+    let mut proxy = Stuck::start(upstream.addr, &[]);
+    // Two lines per connection: more than the pipe and the queue hold.
+    many_connections(proxy.addr, 6000);
+    wait_until("6000 index lines", || proxy.entries().len() >= 6000);
+    // Now read: the queued lines come, then the count of the dropped ones.
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let reader = {
+        let (lines, stderr) = (std::sync::Arc::clone(&lines), proxy.stderr.take().unwrap());
+        thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stderr).lines() {
+                lines.lock().unwrap().push(line.unwrap());
+            }
+        })
+    };
+    wait_until("the count of dropped lines", || {
+        lines.lock().unwrap().iter().any(|l| l.contains("messages dropped"))
+    });
+    signal(&proxy.child, libc::SIGTERM);
+    assert!(wait_child(&mut proxy.child).success());
+    reader.join().unwrap();
+    let lines = lines.lock().unwrap();
+    let dropped = lines.iter().find(|l| l.contains("messages dropped")).unwrap();
+    assert!(
+        dropped.starts_with("netrecord: ") && dropped.ends_with("dropped: standard error was not being read"),
+        "{dropped}"
+    );
+    assert!(
+        lines.last().unwrap().contains("stopped after 6000 connections"),
+        "{lines:?}"
     );
 }

@@ -282,11 +282,13 @@ impl Drop for LastOut {
 
 /// A connection has ended: write its index line and its end line.
 pub(super) fn finish(shared: &Shared, conn: &Conn) {
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn.n);
     report(shared, conn);
 }
 
-/// Writes `conn`'s index line and end line, unless they are written already.
+/// Writes `conn`'s index line and end line, unless they are written already,
+/// then lets it go from the live set. Whoever gets the entry (the connection's
+/// own thread, or the stop) writes it, and the connection stays live until its
+/// line is out, so a stop that waits for the live set to empty loses no line.
 pub(super) fn report(shared: &Shared, conn: &Conn) {
     let Some(entry) = conn.report() else { return };
     shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
@@ -298,20 +300,20 @@ pub(super) fn report(shared: &Shared, conn: &Conn) {
             shared.index.path().display()
         );
     }
-    if shared.config.quiet {
-        return;
+    if !shared.config.quiet {
+        let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
+            (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
+            (end, _) => format!("{name} sent {bytes} bytes ({end})"),
+        };
+        say!(
+            "#{} ended after {:.3}s: {}, {}",
+            conn.n,
+            entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,
+            side(entry.client_end, entry.client_bytes, &entry.client_error, "client"),
+            side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
+        );
     }
-    let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
-        (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
-        (end, _) => format!("{name} sent {bytes} bytes ({end})"),
-    };
-    say!(
-        "#{} ended after {:.3}s: {}, {}",
-        conn.n,
-        entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,
-        side(entry.client_end, entry.client_bytes, &entry.client_error, "client"),
-        side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
-    );
+    shared.forget(conn.n);
 }
 
 #[cfg(test)]

@@ -18,9 +18,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -36,6 +36,9 @@ use threads::Threads;
 /// first and at most.
 const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// How long a stop waits for connections that are writing their index lines.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a connection needs to know about the run.
 #[derive(Debug, Clone)]
@@ -150,10 +153,45 @@ struct Shared {
     index: IndexWriter,
     /// Connections whose index line is not written yet, to report at a stop.
     live: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Signalled whenever a connection leaves `live`.
+    left: Condvar,
     connections: AtomicU64,
     client_bytes: AtomicU64,
     server_bytes: AtomicU64,
     threads: Arc<Threads>,
+}
+
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a connection whose index line is written out of the live set.
+    fn forget(&self, n: u64) {
+        self.live().remove(&n);
+        self.left.notify_all();
+    }
+
+    /// Waits until every connection has its index line, or `within` has passed.
+    fn wait_until_reported(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut live = self.live();
+        while !live.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                say!(
+                    "{} connections still had no index line when netrecord stopped",
+                    live.len()
+                );
+                return;
+            }
+            live = self
+                .left
+                .wait_timeout(live, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
 }
 
 /// Accepts and records connections on `listener` until `stop` is triggered, then
@@ -166,6 +204,7 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
         clock: Clock::start(),
         index,
         live: Mutex::new(HashMap::new()),
+        left: Condvar::new(),
         connections: AtomicU64::new(0),
         client_bytes: AtomicU64::new(0),
         server_bytes: AtomicU64::new(0),
@@ -196,17 +235,15 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
         }
     }
     // Report what is still open: taking each connection's lock in `report` means
-    // no record is half-written, and nothing more is recorded after it.
-    let open: Vec<Arc<Conn>> = shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-        .map(|(_, c)| c)
-        .collect();
+    // no record is half-written, and nothing more is recorded after it. A
+    // connection that ended a moment ago may be writing its own line on its own
+    // thread: wait for it, so that every connection has exactly one index line
+    // and the summary counts its bytes.
+    let open: Vec<Arc<Conn>> = shared.live().values().cloned().collect();
     for conn in open {
         connection::report(&shared, &conn);
     }
+    shared.wait_until_reported(REPORT_TIMEOUT);
     Ok(Totals {
         connections: shared.connections.load(Ordering::SeqCst),
         client_bytes: shared.client_bytes.load(Ordering::SeqCst),
@@ -280,11 +317,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         None if !shared.config.quiet => say!("#{n} from {addr}, logging to {}", conn.log_path.display()),
         None => {}
     }
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(n, Arc::clone(&conn));
+    shared.live().insert(n, Arc::clone(&conn));
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
     let spawned = shared
         .threads

@@ -4,7 +4,7 @@
 //! index another user prepared).
 
 use std::io::{Read, Write};
-use std::net::{Shutdown, SocketAddr};
+use std::net::{Shutdown, SocketAddr, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::thread;
@@ -252,4 +252,73 @@ fn lines_dropped_for_a_stuck_stderr_are_counted_once_it_drains() {
         lines.last().unwrap().contains("stopped after 6000 connections"),
         "{lines:?}"
     );
+}
+
+/// The totals of the summary line `stopped after N connections: X bytes from
+/// clients, Y bytes from servers`.
+fn summary(stderr: &[String]) -> (u64, u64, u64) {
+    let line = stderr
+        .iter()
+        .rev()
+        .find(|l| l.contains("stopped after"))
+        .unwrap_or_else(|| panic!("no summary: {stderr:?}"));
+    let numbers: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|w| !w.is_empty())
+        .map(|w| w.parse().unwrap())
+        .collect();
+    assert_eq!(numbers.len(), 3, "{line}");
+    (numbers[0], numbers[1], numbers[2])
+}
+
+#[test]
+fn every_connection_ending_during_a_stop_gets_exactly_one_index_line() {
+    const HELD: usize = 300;
+    let upstream = Upstream::echo();
+    for round in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
+        // Connections that have exchanged data and are about to end.
+        let clients: Vec<TcpStream> = (0..HELD)
+            .map(|i| {
+                let client = connect(proxy.addr);
+                let data = format!("round {round} connection {i}");
+                send(&client, data.as_bytes());
+                assert_eq!(read_n(&client, data.len()), data.as_bytes());
+                client
+            })
+            .collect();
+        // End them all while the stop arrives: their last records, index lines
+        // and the stop's reports race.
+        let closer = thread::spawn(move || {
+            for c in &clients {
+                let _ = c.shutdown(Shutdown::Write);
+            }
+            clients
+        });
+        let index = proxy.index();
+        let (status, stderr) = proxy.stop();
+        drop(closer.join().unwrap());
+        assert!(status.success(), "{stderr:?}");
+        let (connections, client_bytes, server_bytes) = summary(&stderr);
+        assert_eq!(connections, HELD as u64);
+        let entries = netrecord::index::read_index(&index).unwrap();
+        assert_eq!(entries.len(), HELD, "round {round}: one line per connection");
+        assert_eq!(
+            numbers(&entries),
+            (1..=HELD as u64).collect::<Vec<u64>>(),
+            "round {round}"
+        );
+        assert_eq!(
+            entries.iter().map(|e| e.client_bytes).sum::<u64>(),
+            client_bytes,
+            "round {round}"
+        );
+        assert_eq!(
+            entries.iter().map(|e| e.server_bytes).sum::<u64>(),
+            server_bytes,
+            "round {round}"
+        );
+    }
 }

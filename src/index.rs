@@ -103,6 +103,12 @@ impl IndexWriter {
         &self.path
     }
 
+    /// The file's lock, for the proxy's exit at once: holding it means no line
+    /// is half-written.
+    pub fn lock(&self) -> &Mutex<File> {
+        &self.file
+    }
+
     /// Appends one entry as one line, in one write.
     pub fn append(&self, entry: &Entry) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;

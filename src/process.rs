@@ -31,22 +31,53 @@ pub fn raise_open_files_limit() {
     }
 }
 
-/// Runs `stop` on a thread of its own when the first SIGINT or SIGTERM arrives.
-/// The signal then no longer kills the process: `stop` must make the mode wind
-/// down (stop accepting, report, return from `run`).
+/// Runs `stop` on a thread of its own when the first SIGINT, SIGTERM or SIGHUP
+/// (the terminal was closed) arrives. The signal then no longer kills the
+/// process: `stop` must make the mode wind down (stop accepting, report, return
+/// from `run`). A second signal while it winds down exits at once ([`exit_now`]).
 pub fn on_stop_signal(stop: impl FnOnce() + Send + 'static) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
+    on_stop_signals(stop, |signal| exit_now(signal))
+}
+
+/// Like [`on_stop_signal`], but a second signal runs `again` with its number
+/// instead: the proxy first makes sure no record is half-written, then exits.
+pub fn on_stop_signals(
+    stop: impl FnOnce() + Send + 'static,
+    again: impl FnOnce(i32) + Send + 'static,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
     let mut signals =
-        signal_hook::iterator::Signals::new([SIGINT, SIGTERM]).context("could not install signal handlers")?;
+        signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]).context("could not install signal handlers")?;
     thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
-            if signals.forever().next().is_some() {
+            let mut signals = signals.forever();
+            if signals.next().is_some() {
                 stop();
+            }
+            if let Some(signal) = signals.next() {
+                again(signal);
             }
         })
         .context("could not start the signal thread")?;
     Ok(())
+}
+
+/// Exits at once because of a second `signal`, with the shell's status for a
+/// death by that signal (128 + its number: 130 for SIGINT, 143 for SIGTERM),
+/// after one line that says so (given a moment to reach stderr, no more).
+pub fn exit_now(signal: i32) -> ! {
+    let name = match signal {
+        libc::SIGINT => "SIGINT",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGHUP => "SIGHUP",
+        _ => "signal",
+    };
+    message(format_args!("second {name} while stopping: exiting at once"));
+    flush_messages(Duration::from_millis(200));
+    // SAFETY: _exit ends the process without running anything else, so no
+    // thread can be caught halfway through cleaning up.
+    unsafe { libc::_exit(128 + signal) }
 }
 
 /// Prints one `netrecord: ` line to stderr: `say!("listening on {addr}")`. Every

@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use super::{Shared, relay};
 use crate::index::Entry;
@@ -180,6 +180,13 @@ impl Conn {
         }
     }
 
+    /// Waits (up to `deadline`) until no record of this connection is being
+    /// written, and keeps it so: nothing more is ever recorded. Only for the
+    /// moment before the process exits at once.
+    pub fn freeze(&self, deadline: Instant) {
+        hold_forever(&self.state, deadline);
+    }
+
     /// Ends recording and returns the connection's index entry, once: when both
     /// relay threads are done, or when netrecord stops first (then the sides that
     /// have not ended are `open`). Later calls return `None`. Because this takes
@@ -208,6 +215,21 @@ impl Conn {
             server_error: state.errors[1].clone(),
             log_error: state.log_error.clone(),
         })
+    }
+}
+
+/// Takes `lock` and never lets it go, or gives up at `deadline` (a write stuck in
+/// a hung file system must not keep a process that was told twice to stop).
+pub(super) fn hold_forever<T>(lock: &Mutex<T>, deadline: Instant) {
+    loop {
+        match lock.try_lock() {
+            Ok(guard) => return std::mem::forget(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => return std::mem::forget(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        }
     }
 }
 

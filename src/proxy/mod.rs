@@ -37,6 +37,9 @@ use threads::Threads;
 const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
 
+/// How long an exit at once waits for records being written.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// How long a stop waits for connections that are writing their index lines.
 const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -98,10 +101,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         index.path().display()
     );
 
-    let stop = Stop::new();
-    let on_signal = stop.clone();
-    crate::process::on_stop_signal(move || on_signal.trigger())?;
-
     let config = Config {
         upstream_name: crate::net::display_name(host, port),
         upstream,
@@ -109,7 +108,28 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         connect_timeout: args.connect_timeout,
         quiet: args.quiet,
     };
-    let totals = accept_loop(listener, config, index, &stop)?;
+    let shared = Arc::new(Shared {
+        config,
+        clock: Clock::start(),
+        index,
+        live: Mutex::new(HashMap::new()),
+        left: Condvar::new(),
+        connections: AtomicU64::new(0),
+        client_bytes: AtomicU64::new(0),
+        server_bytes: AtomicU64::new(0),
+        threads: Arc::new(Threads::default()),
+    });
+    let stop = Stop::new();
+    let on_signal = stop.clone();
+    let frozen = Arc::clone(&shared);
+    crate::process::on_stop_signals(
+        move || on_signal.trigger(),
+        move |signal| {
+            frozen.freeze();
+            crate::process::exit_now(signal)
+        },
+    )?;
+    let totals = accept_loop(listener, &shared, &stop)?;
     say!(
         "stopped after {} connection{}: {} bytes from clients, {} bytes from servers",
         totals.connections,
@@ -172,6 +192,20 @@ impl Shared {
         self.left.notify_all();
     }
 
+    /// Before an exit at once: waits until no record and no index line is being
+    /// written, and keeps it so, so that every log and the index end in whole
+    /// records (within a bound: see [`connection::hold_forever`]).
+    fn freeze(&self) {
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        // Holding the live set first keeps a connection from starting meanwhile.
+        let live = self.live();
+        for conn in live.values() {
+            conn.freeze(deadline);
+        }
+        connection::hold_forever(self.index.lock(), deadline);
+        std::mem::forget(live);
+    }
+
     /// Waits until every connection has its index line, or `within` has passed.
     fn wait_until_reported(&self, within: Duration) {
         let deadline = Instant::now() + within;
@@ -196,20 +230,9 @@ impl Shared {
 
 /// Accepts and records connections on `listener` until `stop` is triggered, then
 /// reports the connections still open and returns the run's totals.
-fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: &Stop) -> anyhow::Result<Totals> {
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, stop: &Stop) -> anyhow::Result<Totals> {
     stop.attach(&listener)
         .context("could not prepare the listener for shutdown")?;
-    let shared = Arc::new(Shared {
-        config,
-        clock: Clock::start(),
-        index,
-        live: Mutex::new(HashMap::new()),
-        left: Condvar::new(),
-        connections: AtomicU64::new(0),
-        client_bytes: AtomicU64::new(0),
-        server_bytes: AtomicU64::new(0),
-        threads: Arc::new(Threads::default()),
-    });
     let mut next = 1;
     let mut backoff = Backoff::default();
     while !stop.is_triggered() {
@@ -218,7 +241,7 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
                 if let Some(pause) = backoff.recovered() {
                     say!("accepting again after {pause}");
                 }
-                match accept(&shared, client, addr, &mut next) {
+                match accept(shared, client, addr, &mut next) {
                     Ok(false) => {}
                     Ok(true) => thread::sleep(backoff.failed(None)),
                     Err(e) => {
@@ -241,7 +264,7 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
     // and the summary counts its bytes.
     let open: Vec<Arc<Conn>> = shared.live().values().cloned().collect();
     for conn in open {
-        connection::report(&shared, &conn);
+        connection::report(shared, &conn);
     }
     shared.wait_until_reported(REPORT_TIMEOUT);
     Ok(Totals {

@@ -322,3 +322,73 @@ fn every_connection_ending_during_a_stop_gets_exactly_one_index_line() {
         );
     }
 }
+
+#[test]
+fn sighup_stops_like_sigterm_with_a_summary_and_index_lines() {
+    let upstream = Upstream::echo();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &[], |_| {});
+    echo_through(proxy.addr, b"ended");
+    proxy.wait_ended(1);
+    let open = connect(proxy.addr);
+    send(&open, b"open");
+    assert_eq!(read_n(&open, 4), b"open");
+    let index = proxy.index();
+    let (status, stderr) = proxy.stop_with(libc::SIGHUP);
+    assert!(status.success(), "{status:?} {stderr:?}");
+    assert!(
+        stderr.last().unwrap().contains("stopped after 2 connections"),
+        "{stderr:?}"
+    );
+    let entries = netrecord::index::read_index(&index).unwrap();
+    assert_eq!(numbers(&entries), [1, 2]);
+    let second = entries.iter().find(|e| e.conn == 2).unwrap();
+    assert_eq!(second.client_end, netrecord::log::End::Open);
+}
+
+#[test]
+fn a_second_signal_while_stopping_exits_at_once_with_whole_records() {
+    let upstream = Upstream::echo();
+    let mut proxy = Stuck::start(upstream.addr, &[]);
+    // Fill stderr's pipe and the queue, so that the exit waits for stderr.
+    many_connections(proxy.addr, 6000);
+    wait_until("6000 index lines", || proxy.entries().len() >= 6000);
+    // And a transfer in full flow when the signals come.
+    let client = connect(proxy.addr);
+    let drain = {
+        let client = client.try_clone().unwrap();
+        thread::spawn(move || std::io::copy(&mut &client, &mut std::io::sink()))
+    };
+    let sender = {
+        let client = client.try_clone().unwrap();
+        thread::spawn(move || {
+            let chunk = pattern(64 * 1024, 7);
+            for _ in 0..65_536 {
+                if (&client).write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        })
+    };
+    let log = netrecord::log::log_path(&proxy.root, 6001);
+    wait_until("the log to grow", || {
+        std::fs::metadata(&log).is_ok_and(|m| m.len() > 1 << 20)
+    });
+    signal(&proxy.child, libc::SIGTERM);
+    wait_until("the proxy to stop accepting", || {
+        TcpStream::connect(proxy.addr).is_err()
+    });
+    signal(&proxy.child, libc::SIGINT);
+    let status = wait_child(&mut proxy.child);
+    assert_eq!(status.code(), Some(130), "{status:?}");
+    drop(client);
+    sender.join().unwrap();
+    let _ = drain.join().unwrap();
+    assert!(valid_log(&log).client.len() > 1 << 20);
+    // Whole lines only; the open connection's may be missing, no other.
+    let entries = proxy.entries();
+    assert!(entries.len() >= 6000, "{}", entries.len());
+    let text = std::fs::read(netrecord::index::index_path(&proxy.root)).unwrap();
+    assert!(text.ends_with(b"\n"));
+}

@@ -137,9 +137,14 @@ impl Proxy {
     }
 
     /// Sends SIGTERM and waits for the exit; returns the status and all of stderr.
-    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
+    pub fn stop(self) -> (ExitStatus, Vec<String>) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the exit; returns the status and all of stderr.
+    pub fn stop_with(mut self, sig: i32) -> (ExitStatus, Vec<String>) {
         let mut child = self.child.take().unwrap();
-        signal(&child, libc::SIGTERM);
+        signal(&child, sig);
         let status = wait_child(&mut child);
         if let Some(h) = self.stderr_done.take() {
             let _ = h.join();

@@ -82,6 +82,12 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let listen = SocketAddr::new(args.listen, proxy_port);
     let listener = bind(listen).with_context(|| format!("could not listen on {listen}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
+    if let Some(to) = upstream.iter().find(|to| crate::net::reaches(**to, local)) {
+        bail!(
+            "{host}:{port} ({to}) is netrecord's own listening address {local}: it would forward every \
+             connection to itself"
+        );
+    }
     let index = IndexWriter::open(root)
         .with_context(|| format!("failed to open index {}", crate::index::index_path(root).display()))?;
     crate::process::raise_open_files_limit();

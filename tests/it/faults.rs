@@ -392,3 +392,49 @@ fn a_second_signal_while_stopping_exits_at_once_with_whole_records() {
     let text = std::fs::read(netrecord::index::index_path(&proxy.root)).unwrap();
     assert!(text.ends_with(b"\n"));
 }
+
+/// A port that was free a moment ago: for a proxy that must listen on the port
+/// it also forwards to.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The entries of `dir`, by name.
+fn listing(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+/// Runs netrecord with `args`, which must fail at startup with one line
+/// containing `needle` and exit status `code`.
+fn refused(args: &[&str], code: i32, needle: &str) {
+    let (got, lines) = crate::proxy::startup_failure(args);
+    assert_eq!(got, code, "{args:?}: {lines:?}");
+    assert_eq!(lines.len(), 1, "{args:?}: {lines:?}");
+    assert!(lines[0].starts_with("netrecord: "), "{args:?}: {lines:?}");
+    assert!(lines[0].contains(needle), "{args:?}: {lines:?} lacks {needle:?}");
+}
+
+#[test]
+fn a_proxy_that_would_forward_to_itself_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let root = root.to_str().unwrap();
+    let port = free_port().to_string();
+    let itself = "would forward every connection to itself";
+    refused(&["127.0.0.1", &port, &port, root], 1, itself);
+    refused(&["localhost", &port, &port, root], 1, itself);
+    refused(&["127.0.0.1", &port, &port, root, "--listen", "0.0.0.0"], 1, itself);
+    if have_ipv6() {
+        refused(&["127.0.0.1", &port, &port, root, "--listen", "::"], 1, itself);
+    }
+    assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
+}

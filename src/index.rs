@@ -34,7 +34,9 @@ use crate::log::End;
 pub struct Entry {
     /// The connection number: the `N` of its log `<root>_N`.
     pub conn: u64,
-    /// The log file's path as netrecord created it.
+    /// The log file's path as netrecord created it: a JSON string, or, for a
+    /// path that is not UTF-8, its bytes as `{"Unix":[...]}` (see [`path_text`]).
+    #[serde(with = "path_text")]
     pub log: PathBuf,
     /// The client's address.
     pub client: SocketAddr,
@@ -58,6 +60,37 @@ pub struct Entry {
     pub server_error: Option<String>,
     /// Why recording stopped early for this connection (e.g. the disk filled up).
     pub log_error: Option<String>,
+}
+
+/// How a path goes into the index: as a JSON string when it is UTF-8 (as it
+/// almost always is), else in serde's lossless form for an OS string,
+/// `{"Unix":[<byte>,...]}`, the path's bytes, so a reader can still find the
+/// file (in Python: `os.fsdecode(bytes(entry["log"]["Unix"]))`).
+pub mod path_text {
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => serializer.serialize_str(text),
+            None => path.as_os_str().serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Bytes(OsString),
+        }
+        Ok(match Written::deserialize(deserializer)? {
+            Written::Text(text) => PathBuf::from(text),
+            Written::Bytes(bytes) => PathBuf::from(bytes),
+        })
+    }
 }
 
 /// The index file's path for a log root: `<root>_index.jsonl`.
@@ -195,5 +228,15 @@ mod tests {
         assert_eq!(read_index(index.path()).unwrap(), vec![entry(1)]);
         std::fs::write(index.path(), format!("{{\"conn\":\n{text}")).unwrap();
         assert!(read_index(index.path()).unwrap_err().to_string().contains("bad line 1"));
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_written_as_its_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut e = entry(1);
+        e.log = PathBuf::from(std::ffi::OsStr::from_bytes(b"/t/r\xff_1"));
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(line.contains(r#""log":{"Unix":[47,116,47,114,255,95,49]}"#), "{line}");
+        assert_eq!(serde_json::from_str::<Entry>(&line).unwrap(), e);
     }
 }

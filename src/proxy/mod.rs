@@ -146,8 +146,19 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The log directory must exist and be writable, or no connection could be recorded.
+/// The log file root must name files in a directory that exists and is
+/// writable, or no connection could be recorded.
 fn check_log_dir(root: &Path) -> anyhow::Result<()> {
+    // `/tmp` or `/tmp/` would log to `/tmp_N` or `/tmp/_N`: a directory given
+    // where a file name prefix belongs.
+    let bytes = root.as_os_str().as_encoded_bytes();
+    if root.is_dir() || root.file_name().is_none() || bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
+        bail!(
+            "log file root {} is a directory, not a file name prefix: give one, e.g. {} (logs are <root>_N)",
+            root.display(),
+            root.join("rec").display()
+        );
+    }
     let dir = match root.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -155,12 +166,6 @@ fn check_log_dir(root: &Path) -> anyhow::Result<()> {
     let meta = std::fs::metadata(dir).with_context(|| format!("log directory {} does not exist", dir.display()))?;
     if !meta.is_dir() {
         bail!("log directory {} is not a directory", dir.display());
-    }
-    if root.file_name().is_none() {
-        bail!(
-            "log file root {} must end in a file name (logs are <root>_N)",
-            root.display()
-        );
     }
     let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .with_context(|| format!("log directory {} has a NUL byte in its name", dir.display()))?;

@@ -438,3 +438,41 @@ fn a_proxy_that_would_forward_to_itself_is_refused() {
     }
     assert!(listing(dir.path()).is_empty(), "{:?}", listing(dir.path()));
 }
+
+#[test]
+fn a_log_root_that_is_a_directory_is_refused() {
+    let parent = tempfile::tempdir().unwrap();
+    let dir = parent.path().join("logs");
+    std::fs::create_dir(&dir).unwrap();
+    let as_given = |suffix: &str| format!("{}{suffix}", dir.display());
+    for root in [as_given(""), as_given("/"), as_given("/."), as_given("/missing/")] {
+        refused(
+            &["127.0.0.1", "80", "0", &root],
+            1,
+            "is a directory, not a file name prefix",
+        );
+    }
+    assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));
+    assert_eq!(listing(parent.path()), ["logs"]);
+}
+
+#[test]
+fn a_log_root_that_is_not_utf8_still_gets_its_index() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join(std::ffi::OsStr::from_bytes(b"r\xe9c"));
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
+    echo_through(proxy.addr, b"latin-1 name");
+    let entries = proxy.wait_ended(1);
+    assert_eq!(entries[0].log, proxy.log(1));
+    assert_eq!(valid_log(&entries[0].log).client, b"latin-1 name");
+    let text = std::fs::read_to_string(proxy.index()).unwrap();
+    assert!(text.contains(r#""log":{"Unix":["#), "{text}");
+    let (status, stderr) = proxy.stop();
+    assert!(status.success(), "{stderr:?}");
+    assert!(
+        !stderr.iter().any(|l| l.contains("failed to write index")),
+        "{stderr:?}"
+    );
+}

@@ -88,8 +88,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
              connection to itself"
         );
     }
-    let index = IndexWriter::open(root)
-        .with_context(|| format!("failed to open index {}", crate::index::index_path(root).display()))?;
+    let index = IndexWriter::open(root)?;
     crate::process::raise_open_files_limit();
     // From here on no accepting or relaying thread may block on a stderr nobody reads.
     crate::process::queue_messages()?;

@@ -476,3 +476,81 @@ fn a_log_root_that_is_not_utf8_still_gets_its_index() {
         "{stderr:?}"
     );
 }
+
+#[test]
+fn an_index_another_user_could_have_prepared_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    let root_user = unsafe { libc::geteuid() } == 0;
+    let cases: &[(&str, &str)] = &[
+        ("symlink", "it is a symbolic link"),
+        ("mode 0666", "writable by group or others (mode 0666)"),
+        ("hard link", "it has 2 hard links"),
+        ("other owner", "it is owned by uid 12345"),
+    ];
+    for (case, needle) in cases {
+        if *case == "other owner" && !root_user {
+            skip("needs root to give a file to another user");
+            continue;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let index = netrecord::index::index_path(&root);
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"precious\n").unwrap();
+        std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o600)).unwrap();
+        match *case {
+            "symlink" => std::os::unix::fs::symlink(&target, &index).unwrap(),
+            "hard link" => std::fs::hard_link(&target, &index).unwrap(),
+            _ => {
+                std::fs::write(&index, b"").unwrap();
+                let mode = if *case == "mode 0666" { 0o666 } else { 0o600 };
+                std::fs::set_permissions(&index, std::fs::Permissions::from_mode(mode)).unwrap();
+                if *case == "other owner" {
+                    std::os::unix::fs::chown(&index, Some(12345), Some(12345)).unwrap();
+                }
+            }
+        }
+        let before = listing(dir.path());
+        refused(&["127.0.0.1", "80", "0", root.to_str().unwrap()], 1, needle);
+        assert_eq!(listing(dir.path()), before, "{case}: nothing created");
+        assert_eq!(std::fs::read(&target).unwrap(), b"precious\n", "{case}");
+        assert!(std::fs::read(&index).unwrap().len() <= 9, "{case}: nothing appended");
+    }
+}
+
+#[test]
+fn an_index_line_cut_by_a_full_disk_is_taken_back() {
+    let Some(disk) = TinyDisk::new() else {
+        skip("needs root to mount a 1 MiB tmpfs");
+        return;
+    };
+    let upstream = Upstream::echo();
+    let root = disk.dir.path().join("rec");
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
+    let filler = disk.dir.path().join("filler");
+    fill(&filler);
+    // Unrecorded connections fill the index's reserve, until its lines fail too.
+    let mut failed = false;
+    for i in 0..2_000 {
+        echo_through(proxy.addr, format!("connection {i}").as_bytes());
+        if proxy.stderr().iter().any(|l| l.contains("failed to write index")) {
+            failed = true;
+            break;
+        }
+    }
+    assert!(failed, "the index never filled up");
+    std::fs::remove_file(&filler).unwrap();
+    echo_through(proxy.addr, b"after");
+    let text = proxy.index();
+    wait_until("the last connection's index line", || {
+        std::fs::read_to_string(&text).unwrap().contains(r#""client_bytes":5,"#)
+    });
+    let bytes = std::fs::read(&text).unwrap();
+    assert!(bytes.ends_with(b"\n"));
+    let entries = netrecord::index::read_index(&text).expect("no torn line in the middle");
+    let last = entries.last().unwrap();
+    assert_eq!(last.client_bytes, 5);
+    let (status, _) = proxy.stop();
+    assert!(status.success());
+}

@@ -554,3 +554,87 @@ fn an_index_line_cut_by_a_full_disk_is_taken_back() {
     let (status, _) = proxy.stop();
     assert!(status.success());
 }
+
+/// Reads from `s` until EOF or an error, keeping what arrived.
+fn read_until_gone(mut s: &TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Writes `data` to `s` until it is all sent or the connection fails.
+fn write_until_gone(mut s: &TcpStream, data: &[u8]) {
+    for chunk in data.chunks(256 * 1024) {
+        if s.write_all(chunk).is_err() {
+            return;
+        }
+    }
+}
+
+#[test]
+fn kill_9_during_bulk_transfers_leaves_logs_cut_only_in_their_last_record() {
+    const SIZE: usize = 48 << 20;
+    let to_server = std::sync::Arc::new(pattern(SIZE, 11));
+    let to_client = std::sync::Arc::new(pattern(SIZE, 12));
+    for run in 0..10 {
+        let received_by_server = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let upstream = {
+            let (data, received) = (std::sync::Arc::clone(&to_client), std::sync::Arc::clone(&received_by_server));
+            Upstream::start(move |s| {
+                let reader = s.try_clone().unwrap();
+                let got = thread::spawn(move || read_until_gone(&reader));
+                write_until_gone(&s, &data);
+                *received.lock().unwrap() = Some(got.join().unwrap());
+            })
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let mut proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
+        let client = connect(proxy.addr);
+        let sender = {
+            let (client, data) = (client.try_clone().unwrap(), std::sync::Arc::clone(&to_server));
+            thread::spawn(move || write_until_gone(&client, &data))
+        };
+        let receiver = {
+            let client = client.try_clone().unwrap();
+            thread::spawn(move || read_until_gone(&client))
+        };
+        let log_path = proxy.log(1);
+        // Kill it at a different point of the transfer each run.
+        let at = (2 + run as u64 * 2) << 20;
+        wait_until("the log to grow", || std::fs::metadata(&log_path).is_ok_and(|m| m.len() > at));
+        proxy.kill();
+        let got_by_client = receiver.join().unwrap();
+        drop(client);
+        sender.join().unwrap();
+        wait_until("the server to see the end", || received_by_server.lock().unwrap().is_some());
+        let got_by_server = received_by_server.lock().unwrap().take().unwrap();
+
+        let log = read_log(&log_path);
+        assert!(
+            matches!(log.error, None | Some(netrecord::log::ReadError::Truncated { .. })),
+            "run {run}: {:?}",
+            log.error
+        );
+        // The log holds what each side sent, and at least what the other received.
+        assert!(to_server.starts_with(&log.client), "run {run}");
+        assert!(to_client.starts_with(&log.server), "run {run}");
+        assert!(
+            log.client.starts_with(&got_by_server),
+            "run {run}: the server got {} bytes, the log has {}",
+            got_by_server.len(),
+            log.client.len()
+        );
+        assert!(
+            log.server.starts_with(&got_by_client),
+            "run {run}: the client got {} bytes, the log has {}",
+            got_by_client.len(),
+            log.server.len()
+        );
+    }
+}

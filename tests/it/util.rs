@@ -136,6 +136,13 @@ impl Proxy {
         self.child.as_ref().unwrap().id()
     }
 
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
+        let mut child = self.child.take().unwrap();
+        signal(&child, libc::SIGKILL);
+        wait_child(&mut child);
+    }
+
     /// Sends SIGTERM and waits for the exit; returns the status and all of stderr.
     pub fn stop(self) -> (ExitStatus, Vec<String>) {
         self.stop_with(libc::SIGTERM)

@@ -34,7 +34,9 @@ use crate::log::End;
 pub struct Entry {
     /// The connection number: the `N` of its log `<root>_N`.
     pub conn: u64,
-    /// The log file's path as netrecord created it.
+    /// The log file's path as netrecord created it: a JSON string, or, for a
+    /// path that is not UTF-8, its bytes as `{"Unix":[...]}` (see [`path_text`]).
+    #[serde(with = "path_text")]
     pub log: PathBuf,
     /// The client's address.
     pub client: SocketAddr,
@@ -96,6 +98,37 @@ pub struct TlsLeg {
     pub hangup: Option<String>,
 }
 
+/// How a path goes into the index: as a JSON string when it is UTF-8 (as it
+/// almost always is), else in serde's lossless form for an OS string,
+/// `{"Unix":[<byte>,...]}`, the path's bytes, so a reader can still find the
+/// file (in Python: `os.fsdecode(bytes(entry["log"]["Unix"]))`).
+pub mod path_text {
+    use std::ffi::OsString;
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(path: &Path, serializer: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => serializer.serialize_str(text),
+            None => path.as_os_str().serialize(serializer),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<PathBuf, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Written {
+            Text(String),
+            Bytes(OsString),
+        }
+        Ok(match Written::deserialize(deserializer)? {
+            Written::Text(text) => PathBuf::from(text),
+            Written::Bytes(bytes) => PathBuf::from(bytes),
+        })
+    }
+}
+
 /// The index file's path for a log root: `<root>_index.jsonl`.
 pub fn index_path(root: &Path) -> PathBuf {
     let mut name = root.as_os_str().to_owned();
@@ -119,15 +152,34 @@ pub struct IndexWriter {
 
 impl IndexWriter {
     /// Opens (creating if needed, mode 0600) the index for `root`.
-    pub fn open(root: &Path) -> io::Result<IndexWriter> {
+    ///
+    /// An existing index must be one this user made: a regular file (not a
+    /// symlink, a FIFO or a hard link to some other file) owned by the effective
+    /// user and writable by nobody else. Otherwise another user could have
+    /// prepared it to read the lines, or to make netrecord append to a file of
+    /// its choosing; it is refused before anything is written.
+    pub fn open(root: &Path) -> anyhow::Result<IndexWriter> {
         let path = index_path(root);
+        let refuse = |why: String| anyhow::anyhow!("refusing the index {}: {why}", path.display());
+        // Checked before opening, so that a FIFO planted there cannot block the
+        // open; and again on the open file, so that a swap in between is caught.
+        match std::fs::symlink_metadata(&path) {
+            Ok(meta) => check_own(&meta).map_err(refuse)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("failed to open index {}", path.display())),
+        }
         let file = OpenOptions::new()
             .append(true)
             .create(true)
             .mode(0o600)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)?;
-        reserve(&file);
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(&path)
+            .with_context(|| format!("failed to open index {}", path.display()))?;
+        let meta = file
+            .metadata()
+            .with_context(|| format!("failed to read index {}", path.display()))?;
+        check_own(&meta).map_err(refuse)?;
+        reserve(&file, meta.len());
         Ok(IndexWriter {
             file: Mutex::new(file),
             path,
@@ -139,31 +191,73 @@ impl IndexWriter {
         &self.path
     }
 
-    /// Appends one entry as one line, in one write.
+    /// The file's lock, for the proxy's exit at once: holding it means no line
+    /// is half-written.
+    pub fn lock(&self) -> &Mutex<File> {
+        &self.file
+    }
+
+    /// Appends one entry as one line, in one write. A line is never left torn:
+    /// if the write fails partway (the disk is full past the reserve), the file
+    /// is cut back to where the line began, as the log writer does with records.
     pub fn append(&self, entry: &Entry) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
         let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        file.write_all(&line)?;
-        reserve(&file);
+        // Appends go to the end whatever it is now (another netrecord may share
+        // the root), so the cut point is the size just before this write.
+        let start = file.metadata()?.len();
+        if let Err(e) = file.write_all(&line) {
+            let _ = file.set_len(start);
+            return Err(e);
+        }
+        reserve(&file, start + line.len() as u64);
         Ok(())
     }
+}
+
+/// Whether an existing index is this user's own: a regular file with one name,
+/// owned by the effective user, writable by no one else.
+fn check_own(meta: &std::fs::Metadata) -> Result<(), String> {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    let kind = meta.file_type();
+    if kind.is_symlink() {
+        return Err("it is a symbolic link".into());
+    }
+    if !kind.is_file() {
+        return Err("it is not a regular file".into());
+    }
+    if meta.uid() != me {
+        return Err(format!(
+            "it is owned by uid {}, not by this user (uid {me})",
+            meta.uid()
+        ));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(format!(
+            "it is writable by group or others (mode {:04o}); chmod 600 it if it is yours",
+            meta.mode() & 0o7777
+        ));
+    }
+    if meta.nlink() != 1 {
+        return Err(format!("it has {} hard links; an index has one name", meta.nlink()));
+    }
+    Ok(())
 }
 
 /// Space kept allocated past the index's end.
 const RESERVE: i64 = 64 * 1024;
 
-/// Keeps `RESERVE` bytes allocated past the end of the index without changing its
-/// size, so that when the disk fills up (and the logs stop recording) the index
-/// lines that say why can still be written. Best effort: a file system without
-/// `fallocate` simply gets no reserve.
-fn reserve(file: &File) {
+/// Keeps `RESERVE` bytes allocated past the end of the index (`len` bytes long)
+/// without changing its size, so that when the disk fills up (and the logs stop
+/// recording) the index lines that say why can still be written. Best effort: a
+/// file system without `fallocate` simply gets no reserve.
+fn reserve(file: &File, len: u64) {
     use std::os::fd::AsRawFd;
-    let Ok(len) = file.metadata().map(|m| m.len() as i64) else {
-        return;
-    };
     // SAFETY: fallocate on a file descriptor we own; KEEP_SIZE leaves its length alone.
-    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len, RESERVE) };
+    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len as i64, RESERVE) };
 }
 
 /// Reads every entry of an index file. A last line cut short (netrecord was killed
@@ -226,5 +320,15 @@ mod tests {
         assert_eq!(read_index(index.path()).unwrap(), vec![entry(1)]);
         std::fs::write(index.path(), format!("{{\"conn\":\n{text}")).unwrap();
         assert!(read_index(index.path()).unwrap_err().to_string().contains("bad line 1"));
+    }
+
+    #[test]
+    fn a_path_that_is_not_utf8_is_written_as_its_bytes() {
+        use std::os::unix::ffi::OsStrExt;
+        let mut e = entry(1);
+        e.log = PathBuf::from(std::ffi::OsStr::from_bytes(b"/t/r\xff_1"));
+        let line = serde_json::to_string(&e).unwrap();
+        assert!(line.contains(r#""log":{"Unix":[47,116,47,114,255,95,49]}"#), "{line}");
+        assert_eq!(serde_json::from_str::<Entry>(&line).unwrap(), e);
     }
 }

@@ -11,7 +11,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };
-    match run(cli) {
+    let code = match run(cli) {
         Ok(code) => code,
         // `netrecord show log | head`: the reader went away, which is a normal end.
         Err(err) if is_broken_pipe(&err) => ExitCode::SUCCESS,
@@ -19,7 +19,10 @@ fn main() -> ExitCode {
             netrecord::process::message(format_args!("{err:#}"));
             ExitCode::FAILURE
         }
-    }
+    };
+    // The proxy's last lines may still be queued for a slow stderr.
+    netrecord::process::flush_messages(netrecord::process::FLUSH_TIMEOUT);
+    code
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {

@@ -59,6 +59,35 @@ pub fn connect_first(name: &str, addrs: &[SocketAddr], timeout: Duration) -> io:
     ))
 }
 
+/// Whether `ip` is an address of this host: connecting to it reaches a listener
+/// here. Loopback and the unspecified address (which Linux connects to this host)
+/// are; any other is if a socket can be bound to it.
+pub fn is_local(ip: IpAddr) -> bool {
+    let ip = ip.to_canonical();
+    ip.is_loopback() || ip.is_unspecified() || std::net::UdpSocket::bind((ip, 0)).is_ok()
+}
+
+/// Whether connecting to `to` would reach the listener bound at `listen` (its
+/// real port, after a port 0 was resolved). A wildcard listener takes every local
+/// address of its family, and `::` takes IPv4 too (Linux's default dual stack).
+pub fn reaches(to: SocketAddr, listen: SocketAddr) -> bool {
+    if to.port() != listen.port() {
+        return false;
+    }
+    let (to_ip, listen_ip) = (to.ip().to_canonical(), listen.ip().to_canonical());
+    if to_ip.is_unspecified() || to_ip == listen_ip {
+        return true;
+    }
+    if !listen_ip.is_unspecified() {
+        return false;
+    }
+    let family = match listen.ip() {
+        IpAddr::V4(_) => to_ip.is_ipv4(),
+        IpAddr::V6(_) => true,
+    };
+    family && is_local(to_ip)
+}
+
 /// Binds a listener with SO_REUSEADDR (a restart is not refused because of old
 /// connections in TIME_WAIT) and a deep backlog.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
@@ -137,6 +166,27 @@ mod tests {
         );
         assert_eq!(display_name("::1", 80), "[::1]:80");
         assert_eq!(display_name("db.local", 80), "db.local:80");
+    }
+
+    #[test]
+    fn reaches_knows_wildcards_families_and_ports() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(reaches(at("127.0.0.1:7000"), at("127.0.0.1:7000")));
+        assert!(!reaches(at("127.0.0.1:7001"), at("127.0.0.1:7000")));
+        assert!(!reaches(at("127.0.0.2:7000"), at("127.0.0.1:7000")));
+        assert!(reaches(at("0.0.0.0:7000"), at("127.0.0.1:7000")));
+        assert!(reaches(at("127.0.0.5:7000"), at("0.0.0.0:7000")));
+        assert!(!reaches(at("[::1]:7000"), at("0.0.0.0:7000")));
+        assert!(reaches(at("127.0.0.1:7000"), at("[::]:7000")));
+        assert!(reaches(at("[::ffff:127.0.0.1]:7000"), at("127.0.0.1:7000")));
+        assert!(
+            !reaches(at("192.0.2.1:7000"), at("0.0.0.0:7000")),
+            "not this host's address"
+        );
+        // A port 0 listener is compared at the port it got.
+        let listener = bind(at("127.0.0.1:0")).unwrap();
+        let local = listener.local_addr().unwrap();
+        assert!(reaches(SocketAddr::new(local.ip(), local.port()), local));
     }
 
     #[test]

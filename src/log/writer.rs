@@ -42,7 +42,7 @@ pub struct LogWriter {
 impl LogWriter {
     /// Creates the log of the first connection number `>= *next` whose file does
     /// not exist yet, and leaves `*next` just past it (or, on an error, at the
-    /// number that failed).
+    /// number that failed: the caller decides whether that number is used up).
     ///
     /// The file is created exclusively (`O_EXCL`, which also refuses to follow a
     /// symlink at that name) with mode 0600, so an earlier recording is never
@@ -64,8 +64,6 @@ impl LogWriter {
                     return Ok((n, LogWriter { file, path, len: 0 }));
                 }
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists => *next = n + 1,
-                // Keep the number for the next connection: a failure (out of
-                // descriptors, say) must not leave a gap in the numbering.
                 Err(e) => return Err(e),
             }
         }

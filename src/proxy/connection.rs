@@ -14,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::SockRef;
 
@@ -69,12 +69,18 @@ pub enum Recorded {
 }
 
 impl Conn {
-    /// Starts a connection's record with `c <time> con`.
-    pub fn open(n: u64, client: SocketAddr, log: LogWriter, clock: Clock) -> io::Result<Conn> {
-        let log_path = log.path().to_path_buf();
+    /// Starts a connection's record with `c <time> con` in `log`. When the log
+    /// could not be created (`log` is why), or not even `con` fits, the connection
+    /// is forwarded unrecorded and [`Conn::log_error`] says why: a full disk must
+    /// not refuse clients.
+    pub fn open(n: u64, client: SocketAddr, log_path: PathBuf, log: Result<LogWriter, String>, clock: Clock) -> Conn {
         let start_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
+        let (log, log_error) = match log {
+            Ok(log) => (Some(log), None),
+            Err(why) => (None, Some(why)),
+        };
         let conn = Conn {
             n,
             client,
@@ -82,8 +88,8 @@ impl Conn {
             start_unix_us,
             clock,
             state: Mutex::new(State {
-                log: Some(log),
-                log_error: None,
+                log,
+                log_error,
                 upstream: None,
                 tls: None,
                 start: Micros(0),
@@ -98,11 +104,21 @@ impl Conn {
             let mut state = conn.lock();
             let now = clock.now();
             state.start = now;
-            if let Some(log) = state.log.as_mut() {
-                log.append(Side::Client, now, Event::Con, b"")?;
+            if let Some(log) = state.log.as_mut()
+                && let Err(e) = log.append(Side::Client, now, Event::Con, b"")
+            {
+                // Leave no empty log that looks like a recording.
+                let _ = std::fs::remove_file(&conn.log_path);
+                state.log = None;
+                state.log_error = Some(format!("failed to write log {}: {e}", conn.log_path.display()));
             }
         }
-        Ok(conn)
+        conn
+    }
+
+    /// Why this connection is not (or no longer) recorded, if it is not.
+    pub fn log_error(&self) -> Option<String> {
+        self.lock().log_error.clone()
     }
 
     /// The state, even if a thread panicked while holding it: the state is kept
@@ -189,6 +205,13 @@ impl Conn {
         }
     }
 
+    /// Waits (up to `deadline`) until no record of this connection is being
+    /// written, and keeps it so: nothing more is ever recorded. Only for the
+    /// moment before the process exits at once.
+    pub fn freeze(&self, deadline: Instant) {
+        hold_forever(&self.state, deadline);
+    }
+
     /// Ends recording and returns the connection's index entry, once: when both
     /// relay threads are done, or when netrecord stops first (then the sides that
     /// have not ended are `open`). Later calls return `None`. Because this takes
@@ -218,6 +241,21 @@ impl Conn {
             log_error: state.log_error.clone(),
             tls: state.tls.clone(),
         })
+    }
+}
+
+/// Takes `lock` and never lets it go, or gives up at `deadline` (a write stuck in
+/// a hung file system must not keep a process that was told twice to stop).
+pub(super) fn hold_forever<T>(lock: &Mutex<T>, deadline: Instant) {
+    loop {
+        match lock.try_lock() {
+            Ok(guard) => return std::mem::forget(guard),
+            Err(std::sync::TryLockError::Poisoned(e)) => return std::mem::forget(e.into_inner()),
+            Err(std::sync::TryLockError::WouldBlock) if Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(1));
+            }
+            Err(std::sync::TryLockError::WouldBlock) => return,
+        }
     }
 }
 
@@ -416,11 +454,13 @@ impl Drop for LastOut {
 
 /// A connection has ended: write its index line and its end line.
 pub(super) fn finish(shared: &Shared, conn: &Conn) {
-    shared.live.lock().unwrap_or_else(|e| e.into_inner()).remove(&conn.n);
     report(shared, conn);
 }
 
-/// Writes `conn`'s index line and end line, unless they are written already.
+/// Writes `conn`'s index line and end line, unless they are written already,
+/// then lets it go from the live set. Whoever gets the entry (the connection's
+/// own thread, or the stop) writes it, and the connection stays live until its
+/// line is out, so a stop that waits for the live set to empty loses no line.
 pub(super) fn report(shared: &Shared, conn: &Conn) {
     let Some(entry) = conn.report() else { return };
     shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
@@ -432,20 +472,20 @@ pub(super) fn report(shared: &Shared, conn: &Conn) {
             shared.index.path().display()
         );
     }
-    if shared.config.quiet {
-        return;
+    if !shared.config.quiet {
+        let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
+            (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
+            (end, _) => format!("{name} sent {bytes} bytes ({end})"),
+        };
+        say!(
+            "#{} ended after {:.3}s: {}, {}",
+            conn.n,
+            entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,
+            side(entry.client_end, entry.client_bytes, &entry.client_error, "client"),
+            side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
+        );
     }
-    let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
-        (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
-        (end, _) => format!("{name} sent {bytes} bytes ({end})"),
-    };
-    say!(
-        "#{} ended after {:.3}s: {}, {}",
-        conn.n,
-        entry.end_us.saturating_sub(entry.start_us) as f64 / 1e6,
-        side(entry.client_end, entry.client_bytes, &entry.client_error, "client"),
-        side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
-    );
+    shared.forget(conn.n);
 }
 
 #[cfg(test)]
@@ -456,7 +496,8 @@ mod tests {
     fn open_conn(dir: &std::path::Path) -> Conn {
         let mut next = 1;
         let (n, log) = LogWriter::create_next(&dir.join("rec"), &mut next).unwrap();
-        Conn::open(n, "127.0.0.1:1234".parse().unwrap(), log, Clock::start()).unwrap()
+        let path = log.path().to_path_buf();
+        Conn::open(n, "127.0.0.1:1234".parse().unwrap(), path, Ok(log), Clock::start())
     }
 
     #[test]

@@ -18,9 +18,9 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
@@ -37,6 +37,12 @@ use threads::Threads;
 /// first and at most.
 const BACKOFF_FIRST: Duration = Duration::from_millis(5);
 const BACKOFF_MAX: Duration = Duration::from_millis(200);
+
+/// How long an exit at once waits for records being written.
+const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
+
+/// How long a stop waits for connections that are writing their index lines.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Everything a connection needs to know about the run.
 #[derive(Clone)]
@@ -89,9 +95,16 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     let listen = SocketAddr::new(args.listen, proxy_port);
     let listener = bind(listen).with_context(|| format!("could not listen on {listen}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
-    let index = IndexWriter::open(root)
-        .with_context(|| format!("failed to open index {}", crate::index::index_path(root).display()))?;
+    if let Some(to) = upstream.iter().find(|to| crate::net::reaches(**to, local)) {
+        bail!(
+            "{host}:{port} ({to}) is netrecord's own listening address {local}: it would forward every \
+             connection to itself"
+        );
+    }
+    let index = IndexWriter::open(root)?;
     crate::process::raise_open_files_limit();
+    // From here on no accepting or relaying thread may block on a stderr nobody reads.
+    crate::process::queue_messages()?;
 
     let shown: Vec<String> = upstream.iter().map(SocketAddr::to_string).collect();
     let hint = if args.listen.is_loopback() {
@@ -107,10 +120,6 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         index.path().display()
     );
 
-    let stop = Stop::new();
-    let on_signal = stop.clone();
-    crate::process::on_stop_signal(move || on_signal.trigger())?;
-
     let config = Config {
         upstream_name: crate::net::display_name(host, port),
         upstream,
@@ -119,7 +128,28 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         quiet: args.quiet,
         tls,
     };
-    let totals = accept_loop(listener, config, index, &stop)?;
+    let shared = Arc::new(Shared {
+        config,
+        clock: Clock::start(),
+        index,
+        live: Mutex::new(HashMap::new()),
+        left: Condvar::new(),
+        connections: AtomicU64::new(0),
+        client_bytes: AtomicU64::new(0),
+        server_bytes: AtomicU64::new(0),
+        threads: Arc::new(Threads::default()),
+    });
+    let stop = Stop::new();
+    let on_signal = stop.clone();
+    let frozen = Arc::clone(&shared);
+    crate::process::on_stop_signals(
+        move || on_signal.trigger(),
+        move |signal| {
+            frozen.freeze();
+            crate::process::exit_now(signal)
+        },
+    )?;
+    let totals = accept_loop(listener, &shared, &stop)?;
     say!(
         "stopped after {} connection{}: {} bytes from clients, {} bytes from servers",
         totals.connections,
@@ -130,8 +160,19 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// The log directory must exist and be writable, or no connection could be recorded.
+/// The log file root must name files in a directory that exists and is
+/// writable, or no connection could be recorded.
 fn check_log_dir(root: &Path) -> anyhow::Result<()> {
+    // `/tmp` or `/tmp/` would log to `/tmp_N` or `/tmp/_N`: a directory given
+    // where a file name prefix belongs.
+    let bytes = root.as_os_str().as_encoded_bytes();
+    if root.is_dir() || root.file_name().is_none() || bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
+        bail!(
+            "log file root {} is a directory, not a file name prefix: give one, e.g. {} (logs are <root>_N)",
+            root.display(),
+            root.join("rec").display()
+        );
+    }
     let dir = match root.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
@@ -139,12 +180,6 @@ fn check_log_dir(root: &Path) -> anyhow::Result<()> {
     let meta = std::fs::metadata(dir).with_context(|| format!("log directory {} does not exist", dir.display()))?;
     if !meta.is_dir() {
         bail!("log directory {} is not a directory", dir.display());
-    }
-    if root.file_name().is_none() {
-        bail!(
-            "log file root {} must end in a file name (logs are <root>_N)",
-            root.display()
-        );
     }
     let c_dir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
         .with_context(|| format!("log directory {} has a NUL byte in its name", dir.display()))?;
@@ -163,27 +198,66 @@ struct Shared {
     index: IndexWriter,
     /// Connections whose index line is not written yet, to report at a stop.
     live: Mutex<HashMap<u64, Arc<Conn>>>,
+    /// Signalled whenever a connection leaves `live`.
+    left: Condvar,
     connections: AtomicU64,
     client_bytes: AtomicU64,
     server_bytes: AtomicU64,
     threads: Arc<Threads>,
 }
 
+impl Shared {
+    fn live(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+        self.live.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Takes a connection whose index line is written out of the live set.
+    fn forget(&self, n: u64) {
+        self.live().remove(&n);
+        self.left.notify_all();
+    }
+
+    /// Before an exit at once: waits until no record and no index line is being
+    /// written, and keeps it so, so that every log and the index end in whole
+    /// records (within a bound: see [`connection::hold_forever`]).
+    fn freeze(&self) {
+        let deadline = Instant::now() + FREEZE_TIMEOUT;
+        // Holding the live set first keeps a connection from starting meanwhile.
+        let live = self.live();
+        for conn in live.values() {
+            conn.freeze(deadline);
+        }
+        connection::hold_forever(self.index.lock(), deadline);
+        std::mem::forget(live);
+    }
+
+    /// Waits until every connection has its index line, or `within` has passed.
+    fn wait_until_reported(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        let mut live = self.live();
+        while !live.is_empty() {
+            let now = Instant::now();
+            if now >= deadline {
+                say!(
+                    "{} connections still had no index line when netrecord stopped",
+                    live.len()
+                );
+                return;
+            }
+            live = self
+                .left
+                .wait_timeout(live, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
 /// Accepts and records connections on `listener` until `stop` is triggered, then
 /// reports the connections still open and returns the run's totals.
-fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: &Stop) -> anyhow::Result<Totals> {
+fn accept_loop(listener: TcpListener, shared: &Arc<Shared>, stop: &Stop) -> anyhow::Result<Totals> {
     stop.attach(&listener)
         .context("could not prepare the listener for shutdown")?;
-    let shared = Arc::new(Shared {
-        config,
-        clock: Clock::start(),
-        index,
-        live: Mutex::new(HashMap::new()),
-        connections: AtomicU64::new(0),
-        client_bytes: AtomicU64::new(0),
-        server_bytes: AtomicU64::new(0),
-        threads: Arc::new(Threads::default()),
-    });
     let mut next = 1;
     let mut backoff = Backoff::default();
     while !stop.is_triggered() {
@@ -192,10 +266,14 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
                 if let Some(pause) = backoff.recovered() {
                     say!("accepting again after {pause}");
                 }
-                if let Err(e) = accept(&shared, client, addr, &mut next) {
-                    say!("connection from {addr} dropped: {e:#}");
-                    if is_resource_error(e.downcast_ref::<io::Error>()) {
-                        thread::sleep(backoff.failed(None));
+                match accept(shared, client, addr, &mut next) {
+                    Ok(false) => {}
+                    Ok(true) => thread::sleep(backoff.failed(None)),
+                    Err(e) => {
+                        say!("connection from {addr} dropped: {e:#}");
+                        if is_resource_error(e.downcast_ref::<io::Error>()) {
+                            thread::sleep(backoff.failed(None));
+                        }
                     }
                 }
             }
@@ -205,17 +283,15 @@ fn accept_loop(listener: TcpListener, config: Config, index: IndexWriter, stop: 
         }
     }
     // Report what is still open: taking each connection's lock in `report` means
-    // no record is half-written, and nothing more is recorded after it.
-    let open: Vec<Arc<Conn>> = shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .drain()
-        .map(|(_, c)| c)
-        .collect();
+    // no record is half-written, and nothing more is recorded after it. A
+    // connection that ended a moment ago may be writing its own line on its own
+    // thread: wait for it, so that every connection has exactly one index line
+    // and the summary counts its bytes.
+    let open: Vec<Arc<Conn>> = shared.live().values().cloned().collect();
     for conn in open {
-        connection::report(&shared, &conn);
+        connection::report(shared, &conn);
     }
+    shared.wait_until_reported(REPORT_TIMEOUT);
     Ok(Totals {
         connections: shared.connections.load(Ordering::SeqCst),
         client_bytes: shared.client_bytes.load(Ordering::SeqCst),
@@ -261,31 +337,35 @@ fn is_resource_error(e: Option<&io::Error>) -> bool {
         .is_some_and(|code| matches!(code, libc::EMFILE | libc::ENFILE | libc::ENOBUFS | libc::ENOMEM))
 }
 
-/// Sets up one accepted client: its log, its `con` record, its thread.
-fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut u64) -> anyhow::Result<()> {
+/// Sets up one accepted client: its log, its `c con` record, its thread. A log
+/// that cannot be created does not refuse the client: it is forwarded unrecorded,
+/// keeps its number (the next connection gets the next one, so the index has no
+/// gap and no number twice), and its index line says why. Returns whether the
+/// log failed for want of descriptors or memory, so the loop backs off.
+fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut u64) -> anyhow::Result<bool> {
     let root = &shared.config.root;
-    let (n, log) = LogWriter::create_next(root, next)
-        .with_context(|| format!("failed to create log {}", log_path(root, *next).display()))?;
-    let path = log.path().to_path_buf();
-    let conn = match Conn::open(n, addr, log, shared.clock) {
-        Ok(conn) => Arc::new(conn),
+    let mut starved = false;
+    let (n, path, log) = match LogWriter::create_next(root, next) {
+        Ok((n, log)) => (n, log.path().to_path_buf(), Ok(log)),
         Err(e) => {
-            // Not even `con` fit: leave no empty log that looks like a recording.
-            let _ = std::fs::remove_file(&path);
-            return Err(anyhow::Error::new(e).context(format!("failed to write log {}", path.display())));
+            let n = *next;
+            *next += 1;
+            starved = is_resource_error(Some(&e));
+            let path = log_path(root, n);
+            let why = format!("failed to create log {}: {e}", path.display());
+            (n, path, Err(why))
         }
     };
+    let conn = Arc::new(Conn::open(n, addr, path, log, shared.clock));
     // The proxy must not add Nagle's delay to small messages.
     let _ = client.set_nodelay(true);
     shared.connections.fetch_add(1, Ordering::SeqCst);
-    if !shared.config.quiet {
-        say!("#{n} from {addr}, logging to {}", conn.log_path.display());
+    match conn.log_error() {
+        Some(why) => say!("#{n} from {addr}, not recorded: {why}; forwarding it anyway"),
+        None if !shared.config.quiet => say!("#{n} from {addr}, logging to {}", conn.log_path.display()),
+        None => {}
     }
-    shared
-        .live
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .insert(n, Arc::clone(&conn));
+    shared.live().insert(n, Arc::clone(&conn));
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
     let spawned = shared
         .threads
@@ -296,5 +376,5 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         connection::finish(shared, &conn);
         return Err(anyhow::Error::new(e).context("could not start a connection thread"));
     }
-    Ok(())
+    Ok(starved)
 }

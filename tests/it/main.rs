@@ -1,6 +1,7 @@
 //! netrecord's integration tests: the built binary over real loopback sockets.
 
 mod check;
+mod faults;
 mod install;
 mod pcap;
 mod proxy;

@@ -276,7 +276,7 @@ fn an_existing_log_is_never_touched_and_new_logs_are_private() {
 }
 
 /// Runs the binary with `args`, expecting it to fail at startup.
-fn startup_failure(args: &[&str]) -> (i32, Vec<String>) {
+pub fn startup_failure(args: &[&str]) -> (i32, Vec<String>) {
     let mut child = Command::new(BIN)
         .args(args)
         .stdin(Stdio::null())
@@ -438,12 +438,12 @@ fn sigterm_during_a_transfer_leaves_whole_logs_and_index_lines() {
 }
 
 /// A 1 MiB tmpfs, unmounted on drop; `None` where mounting is not allowed.
-struct TinyDisk {
-    dir: tempfile::TempDir,
+pub struct TinyDisk {
+    pub dir: tempfile::TempDir,
 }
 
 impl TinyDisk {
-    fn new() -> Option<TinyDisk> {
+    pub fn new() -> Option<TinyDisk> {
         // SAFETY: geteuid has no preconditions.
         if unsafe { libc::geteuid() } != 0 {
             return None;

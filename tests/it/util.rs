@@ -136,10 +136,22 @@ impl Proxy {
         self.child.as_ref().unwrap().id()
     }
 
-    /// Sends SIGTERM and waits for the exit; returns the status and all of stderr.
-    pub fn stop(mut self) -> (ExitStatus, Vec<String>) {
+    /// Kills the process with SIGKILL and waits for it.
+    pub fn kill(&mut self) {
         let mut child = self.child.take().unwrap();
-        signal(&child, libc::SIGTERM);
+        signal(&child, libc::SIGKILL);
+        wait_child(&mut child);
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns the status and all of stderr.
+    pub fn stop(self) -> (ExitStatus, Vec<String>) {
+        self.stop_with(libc::SIGTERM)
+    }
+
+    /// Sends `sig` and waits for the exit; returns the status and all of stderr.
+    pub fn stop_with(mut self, sig: i32) -> (ExitStatus, Vec<String>) {
+        let mut child = self.child.take().unwrap();
+        signal(&child, sig);
         let status = wait_child(&mut child);
         if let Some(h) = self.stderr_done.take() {
             let _ = h.join();

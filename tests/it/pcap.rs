@@ -473,3 +473,25 @@ fn an_open_connection_exports_what_is_recorded_so_far() {
     assert_clean(&out, &[]);
     drop(client);
 }
+
+#[test]
+fn a_bad_index_line_costs_only_itself() {
+    if !have_tshark() {
+        return;
+    }
+    let (dir, log) = record_exchange(b"hello", b"world");
+    let index = dir.path().join("rec_index.jsonl");
+    let entry = netrecord::index::read_index(&index).unwrap().remove(0);
+    // A line torn by a crash before the good one, and one cut short after it.
+    let good = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, format!("{{\"conn\":7,\"lo\n{good}{{\"conn\":8,")).unwrap();
+    let out = dir.path().join("out.pcap");
+    let stderr = export(&[&log], &out, &[]);
+    let skipped = |line: usize| format!("netrecord: skipped line {line} of index {}: ", index.display());
+    assert!(stderr.contains(&skipped(1)), "{stderr}");
+    assert!(stderr.contains(&skipped(3)), "{stderr}");
+    assert!(!stderr.contains("placeholder"), "{stderr}");
+    let followed = follow(&out, 0);
+    assert_eq!(followed.client, node(entry.client));
+    assert_eq!(followed.server, node(entry.upstream.unwrap()));
+}

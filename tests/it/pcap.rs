@@ -495,3 +495,32 @@ fn a_bad_index_line_costs_only_itself() {
     assert_eq!(followed.client, node(entry.client));
     assert_eq!(followed.server, node(entry.upstream.unwrap()));
 }
+
+#[test]
+fn the_pcap_is_private_and_replaces_a_file_only_with_force() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, log) = record_exchange(b"secret", b"token");
+    let out = dir.path().join("out.pcap");
+    export(&[&log], &out, &[]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o600);
+
+    let existing = dir.path().join("notes.txt");
+    std::fs::write(&existing, b"keep me").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = pcap(&[log.to_str().unwrap(), "-o", existing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "netrecord: refusing to replace {}: the file exists (give --force to replace it)\n",
+            existing.display()
+        )
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+    assert_eq!(mode(&existing), 0o644);
+
+    export(&[&log], &existing, &["--force"]);
+    assert_eq!(std::fs::read(&existing).unwrap(), std::fs::read(&out).unwrap());
+    assert_eq!(mode(&existing), 0o600);
+}

@@ -143,7 +143,8 @@ impl<'a> Waiting<'a> {
             .read_to_end(&mut head)
             .with_context(context)?;
         let start = match Reader::new(&head[..]).next_record() {
-            Ok(Some(first)) => placement.epoch_us + first.time.0,
+            // Only an order: a time past what a pcap can hold is the export's error.
+            Ok(Some(first)) => placement.epoch_us.saturating_add(first.time.0),
             _ => 0,
         };
         Ok(Waiting {
@@ -218,9 +219,13 @@ fn export<W: Write>(logs: Vec<Waiting<'_>>, out: W, name: &str) -> anyhow::Resul
 }
 
 fn next_packet<R: Read>(conversation: &mut Conversation<R>, path: &Path) -> anyhow::Result<Option<Packet>> {
-    conversation
-        .next_packet()
-        .with_context(|| format!("invalid log {}", path.display()))
+    conversation.next_packet().with_context(|| {
+        if conversation.is_corrupt() {
+            format!("invalid log {}", path.display())
+        } else {
+            format!("cannot export log {}", path.display())
+        }
+    })
 }
 
 /// Says on stderr when a log did not end with its connection closed.

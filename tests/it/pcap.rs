@@ -524,3 +524,25 @@ fn the_pcap_is_private_and_replaces_a_file_only_with_force() {
     assert_eq!(std::fs::read(&existing).unwrap(), std::fs::read(&out).unwrap());
     assert_eq!(mode(&existing), 0o600);
 }
+
+#[test]
+fn a_time_too_late_for_pcap_is_one_error_naming_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("late_1");
+    // Valid: the largest time the format can write.
+    std::fs::write(&log, "c 18446744073709.551615 con\ns 18446744073709.551615 hup\n").unwrap();
+    let out = dir.path().join("late.pcap");
+    let output = pcap(&[log.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last().unwrap(),
+        format!(
+            "netrecord: cannot export log {}: a record at 18446744073709.551615 s on the log's clock \
+             would be sent after 2106, the last time a pcap file can hold",
+            log.display()
+        ),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a partial pcap was left behind");
+}

@@ -7,7 +7,7 @@
 //!
 //! ```text
 //! rec_1: valid, 6 records, client 89 bytes, server 200 bytes, 0.007922 s, client hup, server hup
-//! cut_1: valid, 3 records, client 89 bytes, server 185 bytes, 0.006126 s, truncated at byte 118 (the payload ends after 67 of 185 bytes)
+//! cut_1: valid, 3 records, client 89 bytes, server 67 bytes, 0.006126 s, truncated at byte 118 (the payload ends after 67 of 185 bytes)
 //! rec_3: valid, 3 records, client 6 bytes, server 7 bytes, 0.000286 s, open
 //! bad_2: invalid, corrupt record at byte 0: side is 'x', not `c` or `s`
 //! ```

@@ -246,9 +246,15 @@ pub struct PcapArgs {
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
 
-    /// The pcap file to write (`-` for stdout).
+    /// The pcap file to write (`-` for stdout), created with mode 0600 since it
+    /// holds the recorded traffic. An existing file is not replaced without --force.
     #[arg(short, long, value_name = "FILE")]
     pub output: PathBuf,
+
+    /// Replace the output file if it exists (it is replaced only once the export
+    /// has succeeded).
+    #[arg(long)]
+    pub force: bool,
 
     /// The server port to put in the packets (so Wireshark picks the right
     /// dissector), instead of the one in the run index.

@@ -260,9 +260,18 @@ fn reserve(file: &File, len: u64) {
     unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len as i64, RESERVE) };
 }
 
-/// Reads every entry of an index file. A last line cut short (netrecord was killed
-/// while writing it) is ignored; any other bad line is an error naming its number.
+/// Reads every entry of an index file, with a `netrecord:` note on stderr for
+/// each line it skips (see [`read_index_noting`]).
 pub fn read_index(path: &Path) -> anyhow::Result<Vec<Entry>> {
+    read_index_noting(path, &mut |note| crate::process::say!("{note}"))
+}
+
+/// Reads every entry of an index file. A line that is not an entry (cut short
+/// because netrecord was killed while writing it, or torn by a crash and run
+/// together with the next run's first line) costs only itself: it is skipped and
+/// `note` says which line of which file and why, and the entries around it are
+/// kept. Only a file that cannot be opened or read is an error.
+pub fn read_index_noting(path: &Path, note: &mut dyn FnMut(String)) -> anyhow::Result<Vec<Entry>> {
     let file = File::open(path).with_context(|| format!("failed to open index {}", path.display()))?;
     let mut entries = Vec::new();
     let mut lines = BufReader::new(file).split(b'\n').enumerate().peekable();
@@ -273,8 +282,14 @@ pub fn read_index(path: &Path) -> anyhow::Result<Vec<Entry>> {
         }
         match serde_json::from_slice(&line) {
             Ok(entry) => entries.push(entry),
-            Err(e) if e.is_eof() && lines.peek().is_none() => break,
-            Err(e) => anyhow::bail!("bad line {} in index {}: {e}", i + 1, path.display()),
+            Err(e) => {
+                let why = if e.is_eof() && lines.peek().is_none() {
+                    "it is cut short (netrecord stopped while writing it)".to_string()
+                } else {
+                    format!("it is not a valid entry ({e})")
+                };
+                note(format!("skipped line {} of index {}: {why}", i + 1, path.display()));
+            }
         }
     }
     Ok(entries)
@@ -316,10 +331,50 @@ mod tests {
             text.starts_with(r#"{"conn":1,"log":"/tmp/rec_1","client":"127.0.0.1:50312","upstream":"[::1]:6379","#)
         );
         assert_eq!(read_index(index.path()).unwrap(), vec![entry(1), entry(2)]);
-        std::fs::write(index.path(), &text[..text.len() - 10]).unwrap();
-        assert_eq!(read_index(index.path()).unwrap(), vec![entry(1)]);
-        std::fs::write(index.path(), format!("{{\"conn\":\n{text}")).unwrap();
-        assert!(read_index(index.path()).unwrap_err().to_string().contains("bad line 1"));
+    }
+
+    fn read_with_notes(path: &Path) -> (Vec<Entry>, Vec<String>) {
+        let mut notes = Vec::new();
+        let entries = read_index_noting(path, &mut |n| notes.push(n)).unwrap();
+        (entries, notes)
+    }
+
+    #[test]
+    fn a_bad_or_torn_line_is_skipped_with_a_note_and_the_rest_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rec_index.jsonl");
+        let line = |n| serde_json::to_string(&entry(n)).unwrap();
+        // A line cut short at the end of the file.
+        let whole = format!("{}\n{}\n", line(1), line(2));
+        std::fs::write(&path, &whole[..whole.len() - 10]).unwrap();
+        let (entries, notes) = read_with_notes(&path);
+        assert_eq!(entries, vec![entry(1)]);
+        assert_eq!(
+            notes,
+            [format!(
+                "skipped line 2 of index {}: it is cut short (netrecord stopped while writing it)",
+                path.display()
+            )]
+        );
+        // A line torn by a crash and run into the next run's first line, a line
+        // that is JSON but no entry, and garbage: each costs only itself.
+        let torn = &line(2)[..40];
+        std::fs::write(
+            &path,
+            format!("{}\n{torn}{}\n{{\"conn\":4}}\nx\n{}\n", line(1), line(3), line(5)),
+        )
+        .unwrap();
+        let (entries, notes) = read_with_notes(&path);
+        assert_eq!(entries, vec![entry(1), entry(5)]);
+        assert_eq!(notes.len(), 3, "{notes:?}");
+        for (note, line) in notes.iter().zip([2, 3, 4]) {
+            let prefix = format!(
+                "skipped line {line} of index {}: it is not a valid entry (",
+                path.display()
+            );
+            assert!(note.starts_with(&prefix), "{notes:?}");
+        }
+        assert!(notes[1].contains("missing field `log`"), "{notes:?}");
     }
 
     #[test]

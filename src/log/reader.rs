@@ -64,7 +64,8 @@ impl std::error::Error for ReadError {
 pub struct Summary {
     /// Records read, `con` included.
     pub records: u64,
-    /// Payload bytes per side, indexed by [`Side::index`].
+    /// Payload bytes per side that are in the log, indexed by [`Side::index`]: a
+    /// last record cut short counts with the bytes it has.
     pub bytes: [u64; 2],
     /// Whether each side has hung up, indexed by [`Side::index`].
     pub hup: [bool; 2],
@@ -120,11 +121,10 @@ impl Summary {
         let i = rec.side.index();
         match rec.event {
             Event::Con => {}
-            Event::Data(n) => {
+            Event::Data(_) => {
                 if self.hup[i] {
                     return Err(format!("{} data after `{} hup`", rec.side.name(), rec.side.letter()));
                 }
-                self.bytes[i] += n as u64;
             }
             Event::Hup => {
                 if self.hup[i] {
@@ -153,6 +153,9 @@ pub struct Reader<R> {
     /// Set after the end or an error: nothing more is read.
     done: bool,
 }
+
+/// The largest size a file can have: file offsets are signed 64-bit numbers.
+const MAX_FILE_SIZE: u64 = i64::MAX as u64;
 
 /// Read buffer size: large enough that a log streams at disk speed.
 const BUFFER: usize = 256 * 1024;
@@ -252,12 +255,23 @@ impl<R: Read> Reader<R> {
             time,
             event,
         };
+        let mut len = self.line.len() as u64;
+        if let Event::Data(n) = event
+            && offset.saturating_add(len).saturating_add(n as u64) > MAX_FILE_SIZE
+        {
+            // No file can hold such a record, so it cannot be one cut short.
+            return Err(ReadError::Corrupt {
+                offset,
+                what: format!("byte count {n} is larger than any file can hold"),
+            });
+        }
         self.summary
             .admit(&record)
             .map_err(|what| ReadError::Corrupt { offset, what })?;
-        let mut len = self.line.len() as u64;
         if let Event::Data(n) = event {
             let got = self.read_payload(n as u64)?;
+            // Only the bytes that are there count, a record cut short included.
+            self.summary.bytes[side.index()] += got;
             if got < n as u64 {
                 return Err(ReadError::Truncated {
                     offset,
@@ -534,6 +548,36 @@ mod tests {
                 other => panic!("{:?}: expected corrupt, got {other:?}", String::from_utf8_lossy(bytes)),
             }
         }
+    }
+
+    #[test]
+    fn only_the_payload_bytes_that_are_there_count() {
+        for keep in [true, false] {
+            let mut reader = Reader::new(&b"c 0.000001 con\ns 0.000002 5\nab"[..]).keep_payload(keep);
+            while let Ok(Some(_)) = reader.next_record() {}
+            assert_eq!(reader.summary().bytes, [0, 2], "keep_payload({keep})");
+            assert_eq!(reader.summary().records, 2);
+        }
+    }
+
+    #[test]
+    fn a_count_no_file_can_hold_is_corrupt_not_truncated() {
+        let err = error_of(b"c 0.000001 con\nc 0.000002 18446744073709551615\nabc");
+        assert!(
+            matches!(&err, ReadError::Corrupt { offset: 15, what } if what == "byte count 18446744073709551615 is larger than any file can hold"),
+            "{err:?}"
+        );
+        // A record that ends at the largest file size could be one cut short.
+        let largest = format!("c 0.000001 con\nc 0.000002 {}\nabc", i64::MAX as u64 - 46);
+        assert!(matches!(
+            error_of(largest.as_bytes()),
+            ReadError::Truncated { offset: 15, .. }
+        ));
+        let past = format!("c 0.000001 con\nc 0.000002 {}\nabc", i64::MAX as u64 - 45);
+        assert!(matches!(
+            error_of(past.as_bytes()),
+            ReadError::Corrupt { offset: 15, .. }
+        ));
     }
 
     #[test]

@@ -15,7 +15,7 @@ use etherparse::{PacketBuilder, TcpHeader};
 
 use super::placement::Placement;
 use super::tcp::{Flags, Segment, Tcp};
-use crate::log::{ReadError, Reader};
+use crate::log::{Micros, ReadError, Reader};
 
 /// The IP packet size the segments are cut to fit: Ethernet's MTU, so the packets
 /// look like ones that crossed a real network.
@@ -57,6 +57,8 @@ pub struct Conversation<R> {
     segments: Vec<Segment>,
     packets: VecDeque<Packet>,
     ending: Ending,
+    /// Whether reading stopped at bytes that break the format.
+    corrupt: bool,
 }
 
 impl<R: Read> Conversation<R> {
@@ -70,6 +72,7 @@ impl<R: Read> Conversation<R> {
             segments: Vec::new(),
             packets: VecDeque::new(),
             ending: Ending::Reading,
+            corrupt: false,
         }
     }
 
@@ -95,7 +98,10 @@ impl<R: Read> Conversation<R> {
                     self.tcp.finish(&mut self.segments);
                     self.ending = Ending::Truncated(e);
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    self.corrupt = true;
+                    return Err(e.into());
+                }
             }
             for segment in &self.segments {
                 let packet = self.build(segment)?;
@@ -108,6 +114,12 @@ impl<R: Read> Conversation<R> {
     /// How the log ended, once [`Conversation::next_packet`] has returned `None`.
     pub fn ending(&self) -> &Ending {
         &self.ending
+    }
+
+    /// Whether [`Conversation::next_packet`] failed because the log is corrupt
+    /// (rather than because it cannot be exported).
+    pub fn is_corrupt(&self) -> bool {
+        self.corrupt
     }
 
     /// The records read so far.
@@ -143,10 +155,26 @@ impl<R: Read> Conversation<R> {
             .write_to_vec(&mut bytes, payload)
             .context("failed to build a packet")?;
         Ok(Packet {
-            unix_us: self.placement.epoch_us + segment.time.0,
+            unix_us: packet_time(self.placement.epoch_us, segment.time)?,
             bytes,
         })
     }
+}
+
+/// The Unix time of a packet sent at `time` on a log clock that read zero at
+/// `epoch_us`. A time so far past the start that the sum overflows, or passes
+/// what a pcap timestamp holds (32-bit seconds: early 2106), is an error rather
+/// than a wrapped time.
+fn packet_time(epoch_us: u64, time: Micros) -> anyhow::Result<u64> {
+    epoch_us
+        .checked_add(time.0)
+        .filter(|us| us / 1_000_000 <= u64::from(u32::MAX))
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "a record at {time} s on the log's clock would be sent after 2106, \
+                 the last time a pcap file can hold"
+            )
+        })
 }
 
 /// An address as IPv6; [`super::placement::Endpoints`] keeps both ends in one
@@ -252,5 +280,19 @@ mod tests {
             }
         };
         assert!(err.to_string().contains("corrupt record at byte 15"), "{err}");
+    }
+
+    #[test]
+    fn a_time_past_what_a_pcap_holds_is_an_error_not_a_wrap() {
+        assert_eq!(packet_time(1_000_000, Micros(5)).unwrap(), 1_000_005);
+        let last = u64::from(u32::MAX) * 1_000_000 + 999_999;
+        assert_eq!(packet_time(last - 7, Micros(7)).unwrap(), last);
+        assert!(packet_time(last - 7, Micros(8)).is_err());
+        let err = packet_time(1_795_710_633_123_456, Micros(u64::MAX)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "a record at 18446744073709.551615 s on the log's clock would be sent after 2106, \
+             the last time a pcap file can hold"
+        );
     }
 }

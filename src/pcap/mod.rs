@@ -5,7 +5,8 @@
 //! ([`placement`] finds their addresses and the run's wall-clock start in the run
 //! index), made of segments whose sequence and acknowledgement numbers add up in
 //! both directions ([`tcp`]), built into IP packets with checksums
-//! ([`conversation`]) and framed as pcap records ([`file`]).
+//! ([`conversation`]) and framed as pcap records ([`file`]), written to a file of
+//! mode 0600 that replaces an existing one only with `--force` ([`output`]).
 //!
 //! The packets of all logs are merged into one time order. Logs are read as
 //! streams, side by side: each log is opened up front (so that a missing file
@@ -26,6 +27,7 @@
 
 mod conversation;
 mod file;
+mod output;
 mod placement;
 mod tcp;
 
@@ -41,6 +43,7 @@ use anyhow::Context;
 
 use self::conversation::{Conversation, Ending, Packet};
 use self::file::{LINKTYPE_RAW, PcapWriter};
+use self::output::Output;
 use self::placement::{Placement, Placer};
 use crate::cli::PcapArgs;
 use crate::index::is_index_path;
@@ -86,12 +89,14 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
         )?
     } else {
         refuse_to_overwrite_a_log(&args.output, &args.logs)?;
-        let file = File::create(&args.output).with_context(|| format!("failed to create {name}"))?;
-        match export(logs, BufWriter::with_capacity(OUTPUT_BUFFER, file), &name) {
-            Ok(written) => written,
+        let output = Output::create(&args.output, args.force, &name)?;
+        match export(logs, BufWriter::with_capacity(OUTPUT_BUFFER, output.file()), &name) {
+            Ok(written) => {
+                output.commit(&name)?;
+                written
+            }
             Err(err) => {
-                // A pcap that stops partway through would pass for the whole export.
-                let _ = std::fs::remove_file(&args.output);
+                output.discard();
                 return Err(err);
             }
         }
@@ -138,7 +143,8 @@ impl<'a> Waiting<'a> {
             .read_to_end(&mut head)
             .with_context(context)?;
         let start = match Reader::new(&head[..]).next_record() {
-            Ok(Some(first)) => placement.epoch_us + first.time.0,
+            // Only an order: a time past what a pcap can hold is the export's error.
+            Ok(Some(first)) => placement.epoch_us.saturating_add(first.time.0),
             _ => 0,
         };
         Ok(Waiting {
@@ -213,9 +219,13 @@ fn export<W: Write>(logs: Vec<Waiting<'_>>, out: W, name: &str) -> anyhow::Resul
 }
 
 fn next_packet<R: Read>(conversation: &mut Conversation<R>, path: &Path) -> anyhow::Result<Option<Packet>> {
-    conversation
-        .next_packet()
-        .with_context(|| format!("invalid log {}", path.display()))
+    conversation.next_packet().with_context(|| {
+        if conversation.is_corrupt() {
+            format!("invalid log {}", path.display())
+        } else {
+            format!("cannot export log {}", path.display())
+        }
+    })
 }
 
 /// Says on stderr when a log did not end with its connection closed.

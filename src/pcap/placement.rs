@@ -24,7 +24,7 @@ use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::index::{Entry, index_path, read_index};
+use crate::index::{Entry, index_path, read_index_noting};
 use crate::log::split_log_path;
 
 /// Packet times of a log without an index entry count from 2000-01-01 00:00:00 UTC,
@@ -188,7 +188,7 @@ fn load(path: &Path, note: &mut dyn FnMut(String)) -> Index {
         ));
         return Index::Unusable;
     }
-    match read_index(path) {
+    match read_index_noting(path, note) {
         Ok(entries) => {
             let runs = group_runs(entries.iter().map(run_start));
             Index::Read { entries, runs }

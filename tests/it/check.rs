@@ -88,3 +88,38 @@ fn a_missing_log_is_reported_and_fails() {
         out.text()
     );
 }
+
+#[test]
+fn counts_are_the_bytes_that_are_there() {
+    let (dir, log) = record_exchange(b"ping", b"hello");
+    let (rec, header) = records(&log)
+        .into_iter()
+        .find(|(r, _)| r.side == Side::Server)
+        .expect("a server record");
+    assert_eq!(rec.event, netrecord::log::Event::Data(5));
+    let bytes = std::fs::read(&log).unwrap();
+    // Cut after 2 of the server's 5 bytes.
+    let cut = dir.path().join("cut_1");
+    std::fs::write(&cut, &bytes[..rec.offset as usize + header + 2]).unwrap();
+    let out = netrecord(&["check", arg(&cut)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let text = out.text();
+    assert!(text.contains(", client 4 bytes, server 2 bytes, "), "{text}");
+    assert!(text.ends_with("(the payload ends after 2 of 5 bytes)\n"), "{text}");
+
+    // A count no file could hold is no record cut short: it is corrupt.
+    let mut bad = bytes[..rec.offset as usize].to_vec();
+    bad.extend_from_slice(b"s 9.000000 18446744073709551615\nhello");
+    let bad_path = dir.path().join("bad_1");
+    std::fs::write(&bad_path, bad).unwrap();
+    let out = netrecord(&["check", arg(&bad_path)]);
+    assert_eq!(out.status.code(), Some(1), "{}", out.stderr);
+    assert_eq!(
+        out.text(),
+        format!(
+            "{}: invalid, corrupt record at byte {}: byte count 18446744073709551615 is larger than any file can hold\n",
+            bad_path.display(),
+            rec.offset
+        )
+    );
+}

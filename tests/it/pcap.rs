@@ -473,3 +473,76 @@ fn an_open_connection_exports_what_is_recorded_so_far() {
     assert_clean(&out, &[]);
     drop(client);
 }
+
+#[test]
+fn a_bad_index_line_costs_only_itself() {
+    if !have_tshark() {
+        return;
+    }
+    let (dir, log) = record_exchange(b"hello", b"world");
+    let index = dir.path().join("rec_index.jsonl");
+    let entry = netrecord::index::read_index(&index).unwrap().remove(0);
+    // A line torn by a crash before the good one, and one cut short after it.
+    let good = std::fs::read_to_string(&index).unwrap();
+    std::fs::write(&index, format!("{{\"conn\":7,\"lo\n{good}{{\"conn\":8,")).unwrap();
+    let out = dir.path().join("out.pcap");
+    let stderr = export(&[&log], &out, &[]);
+    let skipped = |line: usize| format!("netrecord: skipped line {line} of index {}: ", index.display());
+    assert!(stderr.contains(&skipped(1)), "{stderr}");
+    assert!(stderr.contains(&skipped(3)), "{stderr}");
+    assert!(!stderr.contains("placeholder"), "{stderr}");
+    let followed = follow(&out, 0);
+    assert_eq!(followed.client, node(entry.client));
+    assert_eq!(followed.server, node(entry.upstream.unwrap()));
+}
+
+#[test]
+fn the_pcap_is_private_and_replaces_a_file_only_with_force() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, log) = record_exchange(b"secret", b"token");
+    let out = dir.path().join("out.pcap");
+    export(&[&log], &out, &[]);
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&out), 0o600);
+
+    let existing = dir.path().join("notes.txt");
+    std::fs::write(&existing, b"keep me").unwrap();
+    std::fs::set_permissions(&existing, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let output = pcap(&[log.to_str().unwrap(), "-o", existing.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(1));
+    assert_eq!(
+        String::from_utf8_lossy(&output.stderr),
+        format!(
+            "netrecord: refusing to replace {}: the file exists (give --force to replace it)\n",
+            existing.display()
+        )
+    );
+    assert_eq!(std::fs::read(&existing).unwrap(), b"keep me");
+    assert_eq!(mode(&existing), 0o644);
+
+    export(&[&log], &existing, &["--force"]);
+    assert_eq!(std::fs::read(&existing).unwrap(), std::fs::read(&out).unwrap());
+    assert_eq!(mode(&existing), 0o600);
+}
+
+#[test]
+fn a_time_too_late_for_pcap_is_one_error_naming_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("late_1");
+    // Valid: the largest time the format can write.
+    std::fs::write(&log, "c 18446744073709.551615 con\ns 18446744073709.551615 hup\n").unwrap();
+    let out = dir.path().join("late.pcap");
+    let output = pcap(&[log.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert_eq!(
+        stderr.lines().last().unwrap(),
+        format!(
+            "netrecord: cannot export log {}: a record at 18446744073709.551615 s on the log's clock \
+             would be sent after 2106, the last time a pcap file can hold",
+            log.display()
+        ),
+        "{stderr}"
+    );
+    assert!(!out.exists(), "a partial pcap was left behind");
+}

@@ -309,6 +309,11 @@ fn tls_listen_alone_serves_a_plain_server_and_offers_no_alpn_it_cannot_honour() 
     let tls = entries[0].tls.as_ref().unwrap();
     assert!(tls.server.is_none());
     assert_eq!(tls.client.as_ref().unwrap().alpn, None, "{tls:?}");
+    // A client that connects by address sends no SNI: the minted certificate
+    // covers the address it connected to.
+    let by_address = format!("https://127.0.0.1:{}/hello", proxy.addr.port());
+    let (status, got) = curl(&["--cacert", ours.to_str().unwrap(), &by_address]);
+    assert_eq!((status, got.as_slice()), (0, &b"plain behind TLS\n"[..]));
     // A client offering h2 must not be told h2 by a proxy with a plain server.
     let out = s_client(proxy.addr.port(), &ours, &["-alpn", "h2,http/1.1"]);
     assert!(out.contains("No ALPN negotiated"), "{out}");

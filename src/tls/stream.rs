@@ -64,10 +64,12 @@ pub(crate) struct TlsPeer {
     hangup: AtomicU8,
 }
 
-/// Bytes received from the socket that the session has not taken yet.
+/// Bytes received from the socket that the session has not taken yet:
+/// `buf[start..end]`. `buf` stays at its full size, so it is zeroed only once.
 struct Inbound {
     buf: Vec<u8>,
     start: usize,
+    end: usize,
 }
 
 impl TlsPeer {
@@ -81,8 +83,9 @@ impl TlsPeer {
             session: Mutex::new(session),
             out: Mutex::new(Vec::new()),
             inbound: Mutex::new(Inbound {
-                buf: Vec::with_capacity(INBOUND),
+                buf: vec![0; INBOUND],
                 start: 0,
+                end: 0,
             }),
             aborted: AtomicBool::new(false),
             hangup: AtomicU8::new(0),
@@ -181,6 +184,7 @@ impl Peer for TlsPeer {
         let mut filled = 0;
         let result = loop {
             let mut ended = None;
+            let wants_write;
             {
                 let mut session = self.session();
                 // Alternate between taking plaintext out and feeding in received
@@ -190,13 +194,13 @@ impl Peer for TlsPeer {
                         ended = Some(end);
                         break;
                     }
-                    if filled == capacity || inbound.start == inbound.buf.len() {
+                    if filled == capacity || inbound.start == inbound.end {
                         break;
                     }
-                    let Inbound { buf: bytes, start } = &mut *inbound;
-                    let mut rest = &bytes[*start..];
+                    let Inbound { buf: bytes, start, end } = &mut *inbound;
+                    let mut rest = &bytes[*start..*end];
                     let taken = session.read_tls(&mut rest);
-                    *start = bytes.len() - rest.len();
+                    *start = *end - rest.len();
                     if let Err(e) = taken.and_then(|_| session.process_new_packets().map_err(io::Error::other)) {
                         // The session queued an alert for the peer: send it.
                         drop(session);
@@ -204,8 +208,11 @@ impl Peer for TlsPeer {
                         return Err(e);
                     }
                 }
+                wants_write = session.wants_write();
             }
-            self.flush_nowait();
+            if wants_write {
+                self.flush_nowait();
+            }
             if let Some(end) = ended {
                 break end;
             }
@@ -213,24 +220,18 @@ impl Peer for TlsPeer {
                 break Ok(filled);
             }
             // The session needs more bytes: wait for them with no lock held.
-            let Inbound { buf: bytes, start } = &mut *inbound;
-            bytes.clear();
-            *start = 0;
-            bytes.resize(INBOUND, 0);
+            let Inbound { buf: bytes, start, end } = &mut *inbound;
             let n = loop {
                 match (&self.socket).read(bytes) {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     other => break other,
                 }
             };
-            match n {
-                Ok(n) => bytes.truncate(n),
-                Err(e) => {
-                    bytes.clear();
-                    break Err(e);
-                }
+            (*start, *end) = (0, *n.as_ref().unwrap_or(&0));
+            if let Err(e) = n {
+                break Err(e);
             }
-            if bytes.is_empty() {
+            if *end == 0 {
                 // The socket's end: tell the session, which then reports either
                 // the close_notify it saw or an end without one.
                 let mut session = self.session();

@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 
+use super::count;
 use super::script::Script;
 use super::session::{self, Options};
 use crate::cli::ReplayClientArgs;
@@ -51,18 +52,19 @@ pub fn run(args: &ReplayClientArgs) -> anyhow::Result<ExitCode> {
         writeln!(
             out,
             "replayed {log} against {target}: the server differs from the recording; \
-             sent {} of {} client bytes, received {} of {} server bytes",
+             sent {} of {}, received {} of {}",
             outcome.sent,
-            script.our_total(),
+            count(script.our_total(), "client byte"),
             outcome.received,
-            script.theirs().len()
+            count(script.theirs().len() as u64, "server byte"),
         )?;
         ExitCode::FAILURE
     } else {
         writeln!(
             out,
-            "replayed {log} against {target}: the server answered as recorded; sent {} client bytes, received {} server bytes",
-            outcome.sent, outcome.received
+            "replayed {log} against {target}: the server answered as recorded; sent {}, received {}",
+            count(outcome.sent, "client byte"),
+            count(outcome.received, "server byte"),
         )?;
         ExitCode::SUCCESS
     };

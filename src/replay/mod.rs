@@ -18,3 +18,20 @@ mod session;
 
 pub use client::run as run_client;
 pub use server::run as run_server;
+
+/// A count and its noun, in the singular for one and the plural otherwise:
+/// `1 byte`, `0 bytes`, `2 whole records`. Every noun replay counts takes an -s.
+fn count(n: u64, noun: &str) -> String {
+    let s = if n == 1 { "" } else { "s" };
+    format!("{n} {noun}{s}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn counts_agree_with_their_nouns() {
+        assert_eq!(super::count(1, "whole record"), "1 whole record");
+        assert_eq!(super::count(0, "byte"), "0 bytes");
+        assert_eq!(super::count(27, "byte"), "27 bytes");
+    }
+}

@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
+use super::count;
 use crate::log::{Event, ReadError, Reader, Side};
 
 /// How far one side has got: bytes sent, and whether it has hung up.
@@ -87,6 +88,11 @@ pub struct Script {
 impl Script {
     /// Reads the log at `path` and builds the script for playing `us`.
     pub fn load(path: &Path, us: Side) -> anyhow::Result<Script> {
+        // A directory opens as a file on Unix and fails only when read: say what
+        // it is instead.
+        if path.is_dir() {
+            bail!("{} is a directory, not a log", path.display());
+        }
         let reader = Reader::open(path).with_context(|| format!("failed to open log {}", path.display()))?;
         Script::read(reader, path, us)
     }
@@ -114,9 +120,9 @@ impl Script {
                     return Err(anyhow::Error::new(e))
                         .with_context(|| format!("log {} is not a valid recording", path.display()));
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e))
-                        .with_context(|| format!("failed to read log {}", path.display()));
+                // The OS error alone: the reader's wrapper would repeat its text.
+                Err(ReadError::Io(e)) => {
+                    return Err(e).with_context(|| format!("failed to read log {}", path.display()));
                 }
             };
             script.records += 1;
@@ -157,9 +163,9 @@ impl Script {
         let summary = reader.summary();
         script.note = if let Some(cut) = cut {
             Some(format!(
-                "log {} is cut short ({cut}): replaying the {} whole records before it",
+                "log {} is cut short ({cut}): replaying the {} before it",
                 path.display(),
-                script.records
+                count(script.records, "whole record")
             ))
         } else if let Some(side) = summary.err {
             Some(format!(
@@ -170,9 +176,9 @@ impl Script {
             ))
         } else if !summary.is_complete() {
             Some(format!(
-                "log {} ends with the connection still open: replaying the {} records it has",
+                "log {} ends with the connection still open: replaying the {} it has",
                 path.display(),
-                script.records
+                count(script.records, "record")
             ))
         } else {
             None

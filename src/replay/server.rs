@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use super::count;
 use super::script::Script;
 use super::session::{self, Options};
 use crate::cli::{ReplayServerArgs, Timing};
@@ -31,10 +32,10 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     let listener = bind(addr).with_context(|| format!("could not listen on {addr}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
     say!(
-        "listening on {local}, replaying {} as the server ({} bytes to expect from each client, {} bytes to send)",
+        "listening on {local}, replaying {} as the server ({} to expect from each client, {} to send)",
         args.log.display(),
-        script.theirs().len(),
-        script.our_total()
+        count(script.theirs().len() as u64, "byte"),
+        count(script.our_total(), "byte"),
     );
     let stop = Arc::new(Stop::new(&listener).context("could not prepare the listener for a stop")?);
     if args.repeat {
@@ -67,8 +68,9 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
             match &outcome {
                 Ok(o) => writeln!(
                     out,
-                    "#{n} {peer}: interrupted after receiving {} bytes and sending {} (not counted)",
-                    o.received, o.sent
+                    "#{n} {peer}: interrupted after receiving {} and sending {} (not counted)",
+                    count(o.received, "byte"),
+                    count(o.sent, "byte"),
                 )?,
                 Err(_) => writeln!(out, "#{n} {peer}: interrupted (not counted)")?,
             }
@@ -78,17 +80,18 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
         match outcome {
             Ok(o) if o.mismatch.is_none() => writeln!(
                 out,
-                "#{n} {peer}: matched the recording: received {} bytes, sent {} bytes",
-                o.received, o.sent
+                "#{n} {peer}: matched the recording: received {}, sent {}",
+                count(o.received, "byte"),
+                count(o.sent, "byte"),
             )?,
             Ok(o) => {
                 failed += 1;
                 let mismatch = o.mismatch.expect("a mismatch");
                 writeln!(
                     out,
-                    "#{n} {peer}: {mismatch}; received {} of {} bytes, sent {} of {}",
+                    "#{n} {peer}: {mismatch}; received {} of {}, sent {} of {}",
                     o.received,
-                    script.theirs().len(),
+                    count(script.theirs().len() as u64, "byte"),
                     o.sent,
                     script.our_total()
                 )?;
@@ -103,10 +106,10 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    let plural = if served == 1 { "" } else { "s" };
     writeln!(
         out,
-        "served {served} client{plural}: {} matched the recording, {failed} did not",
+        "served {}: {} matched the recording, {failed} did not",
+        count(served, "client"),
         served - failed
     )?;
     out.flush()?;

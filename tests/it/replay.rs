@@ -588,3 +588,64 @@ fn large_streams_compare_whatever_the_chunks() {
     let done = server.finish();
     assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
 }
+
+#[test]
+fn a_directory_given_as_a_log_is_one_clean_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    for args in [
+        vec!["replay-client", path, "127.0.0.1", &port],
+        vec!["replay-server", path, "0"],
+    ] {
+        let done = netrecord(&args);
+        assert_eq!(done.status.code(), Some(1), "{args:?}: {:?}", done.stderr);
+        assert_eq!(done.stderr.len(), 1, "{args:?}: {:?}", done.stderr);
+        let line = &done.stderr[0];
+        assert_eq!(line.to_lowercase().matches("directory").count(), 1, "{args:?}: {line}");
+        assert_eq!(line, &format!("netrecord: {path} is a directory, not a log"));
+    }
+}
+
+#[test]
+fn replay_messages_count_one_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    // One whole record, then a header cut short.
+    let cut = dir.path().join("cut_1");
+    std::fs::write(&cut, b"c 0.000001 con\nc 0.0000").unwrap();
+    let (server, addr) = Run::server(&cut, &[]);
+    drop(connect(addr));
+    let done = server.finish();
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.ends_with("replaying the 1 whole record before it")),
+        "{:?}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("(0 bytes to expect from each client, 0 bytes to send)")),
+        "{:?}",
+        done.stderr
+    );
+
+    // One byte each way.
+    let one = dir.path().join("one_1");
+    std::fs::write(
+        &one,
+        b"c 0.000001 con\nc 0.000002 1\nxs 0.000003 1\nyc 0.000004 hup\ns 0.000005 hup\n",
+    )
+    .unwrap();
+    let (server, addr) = Run::server(&one, &[]);
+    assert!(server.stderr.lock().unwrap()[0].contains("(1 byte to expect from each client, 1 byte to send)"));
+    let client = connect(addr);
+    send(&client, b"x");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"y");
+    let done = server.finish();
+    assert!(done.stdout_has("received 1 byte, sent 1 byte"), "{:?}", done.stdout);
+    assert!(done.stdout_has("served 1 client: "), "{:?}", done.stdout);
+}

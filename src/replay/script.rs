@@ -9,13 +9,19 @@
 //! come, however the peer splits them into chunks.
 //!
 //! The whole log is read up front, before listening or connecting, so a corrupt log
-//! is an error before anything happens. Its records stay in memory as the script:
-//! each side's payloads concatenated into one buffer (the log's payload size in
-//! total), plus a few words per record. Reading the log again for every client
-//! would hold less, but a replayed recording is a single connection, and a few MiB
-//! held once is cheaper than re-parsing it per client.
+//! is an error before anything happens. Its payloads stay in memory as the script,
+//! each side's concatenated into one buffer, plus a few words per record: the
+//! log's payload size once, and never twice. So the log is read in two passes: the
+//! reader checks every record and skips the payloads, noting where each lies in
+//! the file, then each side's buffer is allocated at its final size and the
+//! payloads are read straight into it. Copying them out of the reader instead
+//! would hold the largest record twice while it is copied (a 2.5 GiB record took
+//! 5 GiB), and growing the buffers as records come would copy them again. A
+//! replayed recording is one connection, and holding it once is cheaper than
+//! re-reading the log for every client.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
@@ -93,12 +99,35 @@ impl Script {
         if path.is_dir() {
             bail!("{} is a directory, not a log", path.display());
         }
-        let reader = Reader::open(path).with_context(|| format!("failed to open log {}", path.display()))?;
-        Script::read(reader, path, us)
+        let file = File::open(path).with_context(|| format!("failed to open log {}", path.display()))?;
+        Script::read(file, path, us)
     }
 
-    /// Builds the script from any log reader; `path` only names it in messages.
-    pub fn read<R: Read>(mut reader: Reader<R>, path: &Path, us: Side) -> anyhow::Result<Script> {
+    /// Builds the script from a log read from `source`, which is read twice (see
+    /// the module doc); `path` only names the log in messages.
+    pub fn read<R: Read + Seek>(mut source: R, path: &Path, us: Side) -> anyhow::Result<Script> {
+        let failed = || format!("failed to read log {}", path.display());
+        let start = source.stream_position().with_context(failed)?;
+        let mut payloads = Payloads::default();
+        let script = Script::headers(
+            Reader::new(&mut source).keep_payload(false),
+            path,
+            us,
+            start,
+            &mut payloads,
+        )?;
+        payloads.fill(script, source).with_context(failed)
+    }
+
+    /// The first pass: every record checked and turned into steps, with empty
+    /// payload buffers; `payloads` notes where each payload lies in the source.
+    fn headers<R: Read>(
+        mut reader: Reader<R>,
+        path: &Path,
+        us: Side,
+        start: u64,
+        payloads: &mut Payloads,
+    ) -> anyhow::Result<Script> {
         let mut script = Script {
             us,
             steps: Vec::new(),
@@ -132,16 +161,17 @@ impl Script {
             let ours = record.side == us;
             match record.event {
                 Event::Con => {}
-                Event::Data(_) if ours => {
-                    let start = script.ours.len();
-                    script.ours.extend_from_slice(reader.payload());
-                    mine.bytes = script.ours.len() as u64;
-                    script.step(Action::Send(start..script.ours.len()), peer, gap);
-                }
-                Event::Data(_) => {
-                    script.theirs.extend_from_slice(reader.payload());
-                    peer.bytes = script.theirs.len() as u64;
-                    script.expect(peer, mine);
+                Event::Data(n) => {
+                    // The reader has just passed the payload: it ends at its offset.
+                    payloads.note(ours, start + reader.offset() - n as u64, n);
+                    if ours {
+                        let from = mine.bytes as usize;
+                        mine.bytes += n as u64;
+                        script.step(Action::Send(from..mine.bytes as usize), peer, gap);
+                    } else {
+                        peer.bytes += n as u64;
+                        script.expect(peer, mine);
+                    }
                 }
                 Event::Hup if ours => {
                     mine.hup = true;
@@ -219,15 +249,53 @@ impl Script {
     }
 }
 
+/// Where the payloads of a log lie in its file, in order, and how much each side
+/// sent: what the second pass of [`Script::read`] reads.
+#[derive(Default)]
+struct Payloads {
+    /// (ours, file offset, length) per data record.
+    pieces: Vec<(bool, u64, usize)>,
+    /// Bytes per side: ours, theirs.
+    totals: [usize; 2],
+}
+
+impl Payloads {
+    fn note(&mut self, ours: bool, offset: u64, len: usize) {
+        self.pieces.push((ours, offset, len));
+        self.totals[usize::from(!ours)] += len;
+    }
+
+    /// The second pass: reads every payload into buffers of their final size.
+    fn fill<R: Read + Seek>(self, mut script: Script, source: R) -> std::io::Result<Script> {
+        // Zeroed allocations map pages lazily: memory grows only as payloads are read.
+        script.ours = vec![0; self.totals[0]];
+        script.theirs = vec![0; self.totals[1]];
+        let mut source = BufReader::new(source);
+        let mut at = source.seek(SeekFrom::Start(self.pieces.first().map_or(0, |p| p.1)))?;
+        let mut filled = [0usize; 2];
+        for (ours, offset, len) in self.pieces {
+            // Headers lie between payloads: skip them within the buffer.
+            source.seek_relative((offset - at) as i64)?;
+            let side = usize::from(!ours);
+            let buffer = if ours { &mut script.ours } else { &mut script.theirs };
+            source.read_exact(&mut buffer[filled[side]..filled[side] + len])?;
+            filled[side] += len;
+            at = offset + len as u64;
+        }
+        Ok(script)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     const EXAMPLE: &[u8] =
         b"c 0.000104 con\nc 0.000231 6\nPING\r\ns 0.000390 7\n+PONG\r\nc 1.204551 hup\ns 1.204602 hup\n";
 
     fn script(log: &[u8], us: Side) -> Script {
-        Script::read(Reader::new(log), Path::new("test"), us).unwrap()
+        Script::read(Cursor::new(log), Path::new("test"), us).unwrap()
     }
 
     fn mark(bytes: u64, hup: bool) -> Mark {
@@ -311,10 +379,24 @@ mod tests {
     }
 
     #[test]
+    fn a_record_cut_inside_its_payload_is_left_out() {
+        let cut = &EXAMPLE[..EXAMPLE.len() - 34];
+        assert!(cut.ends_with(b"+PO"));
+        let s = script(cut, Side::Client);
+        assert_eq!(s.theirs(), b"");
+        assert_eq!(s.ours(&(0..6)), b"PING\r\n");
+        assert!(
+            s.note.as_deref().unwrap().contains("replaying the 2 whole records"),
+            "{:?}",
+            s.note
+        );
+    }
+
+    #[test]
     fn corrupt_and_empty_logs_are_errors() {
-        let e = Script::read(Reader::new(&b"hello world\n"[..]), Path::new("x"), Side::Server).unwrap_err();
+        let e = Script::read(Cursor::new(b"hello world\n"), Path::new("x"), Side::Server).unwrap_err();
         assert!(format!("{e:#}").starts_with("log x is not a valid recording: corrupt record at byte 0"));
-        let e = Script::read(Reader::new(&b""[..]), Path::new("x"), Side::Server).unwrap_err();
+        let e = Script::read(Cursor::new(b""), Path::new("x"), Side::Server).unwrap_err();
         assert!(format!("{e:#}").contains("empty"));
     }
 

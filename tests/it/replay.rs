@@ -649,3 +649,46 @@ fn replay_messages_count_one_in_the_singular() {
     assert!(done.stdout_has("received 1 byte, sent 1 byte"), "{:?}", done.stdout);
     assert!(done.stdout_has("served 1 client: "), "{:?}", done.stdout);
 }
+
+/// The peak resident memory of a running process, in bytes (Linux's VmHWM).
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_large_record_is_held_once_in_memory() {
+    const LARGE: usize = 128 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("large_1");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        write!(file, "c 0.000001 con\nc 0.000002 5\nhellos 0.000003 {LARGE}\n").unwrap();
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..LARGE / chunk.len() {
+            file.write_all(&chunk).unwrap();
+        }
+        file.write_all(b"c 0.000004 hup\ns 0.000005 hup\n").unwrap();
+    }
+    let (server, addr) = Run::server(&log, &[]);
+    let client = connect(addr);
+    send(&client, b"hello");
+    let reply = read_n(&client, LARGE);
+    assert!(reply.iter().all(|&b| b == b'z'));
+    // Loaded and sent: the record must have been in memory once, not twice
+    // (the reader's copy and the script's), with room for the program itself.
+    let peak = peak_memory(server.child.as_ref().unwrap().id());
+    assert!(
+        peak < (LARGE + LARGE / 2) as u64,
+        "replay-server peaked at {} MiB for a {} MiB record",
+        peak >> 20,
+        LARGE >> 20
+    );
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"");
+    let done = server.finish();
+    assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
+}

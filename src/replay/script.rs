@@ -29,7 +29,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 
 use super::count;
-use crate::log::{Event, ReadError, Reader, Side};
+use super::mask::Mask;
+use crate::log::{Event, Micros, ReadError, Reader, Side};
 
 /// How far one side has got: bytes sent, and whether it has hung up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -86,7 +87,14 @@ pub struct Script {
     ours: Vec<u8>,
     theirs: Vec<u8>,
     their_hup: bool,
+    /// Where the peer's stream is cut into segments: the end of each run of its
+    /// bytes that came with no record of ours between (a request, a reply).
+    ends: Vec<u64>,
+    /// The masked spans of the peer's stream, in order, each inside one segment.
+    spans: Vec<Range<u64>>,
     records: u64,
+    /// When the connection was accepted, on the run's clock.
+    pub start: Micros,
     /// Why the replay stops short of a whole connection, when it does.
     pub note: Option<String>,
 }
@@ -135,7 +143,10 @@ impl Script {
             ours: Vec::new(),
             theirs: Vec::new(),
             their_hup: false,
+            ends: Vec::new(),
+            spans: Vec::new(),
             records: 0,
+            start: Micros::default(),
             note: None,
         };
         let (mut mine, mut peer) = (Mark::default(), Mark::default());
@@ -160,7 +171,7 @@ impl Script {
             last_time = Some(record.time);
             let ours = record.side == us;
             match record.event {
-                Event::Con => {}
+                Event::Con => script.start = record.time,
                 Event::Data(n) => {
                     // The reader has just passed the payload: it ends at its offset.
                     payloads.note(ours, start + reader.offset() - n as u64, n);
@@ -190,6 +201,13 @@ impl Script {
         if script.records == 0 {
             bail!("log {} is empty: there is nothing to replay", path.display());
         }
+        script.ends = script
+            .expects
+            .iter()
+            .map(|e| e.until.bytes)
+            .filter(|&b| b > 0)
+            .collect();
+        script.ends.dedup();
         let summary = reader.summary();
         script.note = if let Some(cut) = cut {
             Some(format!(
@@ -226,6 +244,38 @@ impl Script {
             Some(last) if last.after == after => last.until = until,
             _ => self.expects.push(Expect { until, after }),
         }
+    }
+
+    /// Finds `mask`'s matches in the peer's recorded stream, segment by segment,
+    /// as the live stream's are found.
+    pub fn apply_mask(&mut self, mask: &Mask) {
+        self.spans.clear();
+        let mut start = 0;
+        for &end in &self.ends {
+            let segment = &self.theirs[start as usize..end as usize];
+            let spans = mask.spans(segment);
+            self.spans
+                .extend(spans.into_iter().map(|r| start + r.start as u64..start + r.end as u64));
+            start = end;
+        }
+    }
+
+    /// Where each segment of the peer's stream ends (see [`Script::apply_mask`]).
+    pub fn segment_ends(&self) -> &[u64] {
+        &self.ends
+    }
+
+    /// The masked spans of the peer's stream.
+    pub fn masked_spans(&self) -> &[Range<u64>] {
+        &self.spans
+    }
+
+    /// Whether we are recorded to send something before the peer sent anything
+    /// (a server's greeting).
+    pub fn speaks_first(&self) -> bool {
+        self.steps
+            .first()
+            .is_some_and(|s| matches!(s.action, Action::Send(_)) && s.after == Mark::default())
     }
 
     /// The bytes a [`Action::Send`] step sends.
@@ -337,6 +387,19 @@ mod tests {
         assert_eq!(s.theirs(), b"PING\r\n");
         assert_eq!(s.ours(&(0..7)), b"+PONG\r\n");
         assert!(s.their_hup());
+    }
+
+    #[test]
+    fn the_peer_stream_is_cut_where_we_act_and_masked_per_segment() {
+        let log =
+            b"c 0.000001 con\nc 0.000002 4\nid=1c 0.000003 2\n;\ns 0.000004 2\nokc 0.000005 5\nid=22c 0.000006 hup\n";
+        let mut s = script(log, Side::Server);
+        assert_eq!(s.segment_ends(), [6, 11]);
+        assert_eq!(s.start, Micros(1));
+        assert!(!s.speaks_first());
+        s.apply_mask(&Mask::new(&["id=[0-9]+".into()], &[]).unwrap());
+        assert_eq!(s.masked_spans(), [0..4, 6..11]);
+        assert!(script(EXAMPLE, Side::Client).speaks_first());
     }
 
     #[test]

@@ -364,8 +364,10 @@ impl Args for ClientTarget {
     fn augment_args(cmd: clap::Command) -> clap::Command {
         cmd.arg(
             clap::Arg::new("target")
-                .value_name("LOG... HOST PORT")
-                .help("The logs to replay (one, or the logs of a run), then the server's host and port")
+                .value_names(["LOG", "HOST", "PORT"])
+                .help(
+                    "The logs to replay (one, or the logs of a run), then the server's host and port: LOG... HOST PORT",
+                )
                 .required(true)
                 .num_args(3..)
                 .value_parser(clap::value_parser!(std::ffi::OsString))

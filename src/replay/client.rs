@@ -167,8 +167,8 @@ impl Server {
 }
 
 /// The verdict and the byte counts: `matched; sent 27 client bytes, received 11
-/// server bytes`, or `1 difference; sent 27 of 27 client bytes, server sent 9 bytes,
-/// recording has 11`.
+/// server bytes`, or `1 difference; sent 6 of 27 client bytes, received 9 of 11
+/// server bytes`.
 fn summary(o: &Outcome, script: &Script) -> String {
     let recorded = script.theirs().len() as u64;
     let sent = if o.sent == script.our_total() {

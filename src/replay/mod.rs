@@ -33,12 +33,15 @@ fn count(n: u64, noun: &str) -> String {
     format!("{n} {noun}{s}")
 }
 
-/// What the live peer sent against what the recording has: `received 27 bytes`
-/// (with `noun` for the bytes) when the two agree, `client sent 29 bytes,
-/// recording has 27` when not.
+/// What the live peer sent against what the recording has, `noun` naming the
+/// bytes: `received 27 bytes` when the two agree, `received 24 of 27 bytes` when
+/// it sent fewer (or the replay stopped early), `client sent 29 bytes, recording
+/// has 27` when it sent more.
 fn tally(peer: &str, noun: &str, received: u64, recorded: u64) -> String {
     if received == recorded {
         format!("received {}", count(received, noun))
+    } else if received < recorded {
+        format!("received {received} of {}", count(recorded, noun))
     } else {
         format!("{peer} sent {}, recording has {recorded}", count(received, "byte"))
     }
@@ -51,5 +54,11 @@ mod tests {
         assert_eq!(super::count(1, "whole record"), "1 whole record");
         assert_eq!(super::count(0, "byte"), "0 bytes");
         assert_eq!(super::count(27, "byte"), "27 bytes");
+        assert_eq!(super::tally("client", "byte", 1, 1), "received 1 byte");
+        assert_eq!(super::tally("client", "byte", 24, 27), "received 24 of 27 bytes");
+        assert_eq!(
+            super::tally("client", "byte", 29, 27),
+            "client sent 29 bytes, recording has 27"
+        );
     }
 }

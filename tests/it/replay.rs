@@ -271,7 +271,7 @@ fn replay_client_reports_where_a_changed_server_differs() {
         done.stdout
             .last()
             .unwrap()
-            .contains(": 1 difference; sent 6 of 13 client bytes, server sent 7 bytes, recording has 18"),
+            .contains(": 1 difference; sent 6 of 13 client bytes, received 7 of 18 server bytes"),
         "{:?}",
         done.stdout
     );
@@ -836,7 +836,7 @@ fn replay_server_answers_a_shorter_different_request_before_the_timeout() {
         done.stdout
     );
     assert!(
-        done.stdout_has("; client sent 11 bytes, recording has 13; sent 18 of 18 bytes"),
+        done.stdout_has("; received 11 of 13 bytes; sent 18 of 18 bytes"),
         "{:?}",
         done.stdout
     );

@@ -339,6 +339,8 @@ fn read_stream<'a, C: Connection>(shared: &Shared<'a, C>, prelude: Prelude) -> C
         publish(shared, &mut shared.lock(), &comparer, hup, before);
     }
     let mut buf = vec![0u8; BUFFER];
+    // The first expectation the peer has not reached: progress only grows.
+    let mut next = 0;
     loop {
         let wait = {
             let mut state = shared.lock();
@@ -355,8 +357,10 @@ fn read_stream<'a, C: Connection>(shared: &Shared<'a, C>, prelude: Prelude) -> C
                 continue;
             }
             // The peer is late only once we have sent what it may be waiting for.
-            let waiting_for = script.expects.iter().find(|e| !state.theirs.reaches(e.until));
-            let due = state.writer_done || waiting_for.is_none_or(|e| state.ours.reaches(e.after));
+            while next < script.expects.len() && state.theirs.reaches(script.expects[next].until) {
+                next += 1;
+            }
+            let due = state.writer_done || script.expects.get(next).is_none_or(|e| state.ours.reaches(e.after));
             let since = state.last_received.max(state.last_sent);
             if due && since.elapsed() >= options.timeout {
                 comparer.report(Kind::Silent {

@@ -93,3 +93,66 @@ pub fn choose<C: Connection>(
         .expect("at least one log");
     Ok((best, prelude))
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Cursor;
+    use std::path::Path;
+    use std::sync::Mutex;
+
+    use super::*;
+    use crate::log::Side;
+
+    /// A client that sends `chunks`, one per receive, then stays quiet.
+    struct Client(Mutex<Vec<&'static [u8]>>);
+
+    impl Connection for Client {
+        fn recv(&self, buf: &mut [u8], _: Duration) -> io::Result<usize> {
+            let mut chunks = self.0.lock().unwrap();
+            if chunks.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let chunk = chunks.remove(0);
+            buf[..chunk.len()].copy_from_slice(chunk);
+            Ok(chunk.len())
+        }
+        fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+            Ok(bytes.len())
+        }
+        fn set_send_timeout(&self, _: Duration) -> io::Result<()> {
+            Ok(())
+        }
+        fn close_send(&self) -> io::Result<()> {
+            Ok(())
+        }
+        fn abort(&self) {}
+        fn reset_on_close(&self) {}
+    }
+
+    fn server(log: &[u8]) -> Script {
+        Script::read(Cursor::new(log), Path::new("t"), Side::Server).unwrap()
+    }
+
+    fn pick(scripts: &[Script], served: &[u64], chunks: Vec<&'static [u8]>) -> (usize, Prelude) {
+        let client = Client(Mutex::new(chunks));
+        choose(scripts, served, &client, &Mask::default(), Duration::from_millis(1)).unwrap()
+    }
+
+    #[test]
+    fn the_closest_log_answers_and_ties_go_round() {
+        let get = server(b"c 0.000001 con\nc 0.000002 6\nGET a\ns 0.000003 1\n1");
+        let get_again = server(b"c 0.000001 con\nc 0.000002 6\nGET a\ns 0.000003 1\n2");
+        let set = server(b"c 0.000001 con\nc 0.000002 8\nSET a 1\ns 0.000003 2\nOK");
+        let greet = server(b"c 0.000001 con\ns 0.000002 3\nhi\nc 0.000003 5\nQUIT\n");
+        let all = [get, get_again, set, greet];
+        let (i, prelude) = pick(&all, &[0; 4], vec![b"SET", b" a 2\n"]);
+        assert_eq!((i, prelude.bytes.as_slice()), (2, &b"SET a 2\n"[..]));
+        // The same request twice: the log served less often, then the first.
+        assert_eq!(pick(&all, &[0; 4], vec![b"GET a\n"]).0, 0);
+        assert_eq!(pick(&all, &[1, 0, 0, 0], vec![b"GET a\n"]).0, 1);
+        // A request recorded nowhere: the closest recording answers it.
+        assert_eq!(pick(&all, &[0; 4], vec![b"GET b\n"]).0, 0);
+        // A client that waits to be greeted.
+        assert_eq!(pick(&all, &[0; 4], vec![]).0, 3);
+    }
+}

@@ -265,14 +265,16 @@ pub struct PcapArgs {
 /// Act as the recorded server: answer clients with the recorded server bytes.
 #[derive(Debug, Args)]
 #[command(after_help = "\
-Exit status: 0 if every client sent what the recording says, 1 otherwise.
+Exit status: 0 if every client sent what the recording says (after masks), 1 otherwise.
 
-Example:
-  netrecord replay-server /tmp/redis_1 6379 & redis-cli -p 6379 ping")]
+Examples:
+  netrecord replay-server /tmp/redis_1 6379 & redis-cli -p 6379 ping
+  netrecord replay-server --loop /tmp/redis_[0-9]* 6379")]
 pub struct ReplayServerArgs {
-    /// The log to serve.
-    #[arg(value_name = "LOG")]
-    pub log: PathBuf,
+    /// The logs to serve: one, or the logs of a run, each client then being
+    /// answered from the log whose first client bytes match its own best.
+    #[arg(required = true, value_name = "LOG")]
+    pub logs: Vec<PathBuf>,
 
     /// The port to listen on (0 picks a free port and prints it).
     pub port: u16,
@@ -281,7 +283,7 @@ pub struct ReplayServerArgs {
     #[arg(long, value_name = "ADDR", default_value = "127.0.0.1")]
     pub listen: std::net::IpAddr,
 
-    /// Serve the recording to each new client, one at a time, until interrupted.
+    /// Serve each new client in turn, one at a time, until interrupted.
     #[arg(long = "loop")]
     pub repeat: bool,
 
@@ -292,26 +294,32 @@ pub struct ReplayServerArgs {
     /// Seconds to wait for a client's next bytes before giving up on it.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     pub timeout: Duration,
+
+    /// Seconds a client may be quiet after bytes that differ from the recording
+    /// before it is answered with the next recorded reply (it is answered at
+    /// once if it has sent as many bytes as recorded).
+    #[arg(long, value_name = "SECS", default_value = "0.05", value_parser = seconds)]
+    pub settle: Duration,
+
+    #[command(flatten)]
+    pub masks: MaskArgs,
 }
 
 /// Act as the recorded client against a live server and compare its answers.
 #[derive(Debug, Args)]
-#[command(after_help = "\
-Exit status: 0 if the server answered byte for byte as recorded, 1 otherwise.
+#[command(
+    override_usage = "netrecord replay-client [OPTIONS] <LOG>... <HOST> <PORT>",
+    after_help = "\
+Exit status: 0 if the server answered byte for byte as recorded (after masks), 1 otherwise.
 
-Example:
-  netrecord replay-client /tmp/redis_1 localhost 6379")]
+Examples:
+  netrecord replay-client /tmp/redis_1 localhost 6379
+  netrecord replay-client --mask 'Date: [^\\r]*' /tmp/http_1 localhost 8000
+  netrecord replay-client --keep-going /tmp/http_[0-9]* localhost 8000"
+)]
 pub struct ReplayClientArgs {
-    /// The log to replay.
-    #[arg(value_name = "LOG")]
-    pub log: PathBuf,
-
-    /// The server to connect to.
-    pub host: String,
-
-    /// The server's port.
-    #[arg(value_parser = clap::value_parser!(u16).range(1..))]
-    pub port: u16,
+    #[command(flatten)]
+    pub target: ClientTarget,
 
     /// `fast` sends each client chunk as soon as the server bytes recorded before it
     /// have arrived; `original` also keeps the recorded gaps.
@@ -321,6 +329,127 @@ pub struct ReplayClientArgs {
     /// Seconds to wait for the server's next bytes before giving up.
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     pub timeout: Duration,
+
+    /// Seconds the server may be quiet after bytes that differ from the recording
+    /// before the next recorded request is sent (with --keep-going).
+    #[arg(long, value_name = "SECS", default_value = "0.05", value_parser = seconds)]
+    pub settle: Duration,
+
+    #[command(flatten)]
+    pub masks: MaskArgs,
+
+    /// Report every difference and go on sending the recorded requests, instead
+    /// of stopping at the first difference.
+    #[arg(long)]
+    pub keep_going: bool,
+
+    /// With --keep-going, the most differences reported per log; the rest are
+    /// counted.
+    #[arg(long, value_name = "N", default_value = "20", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_differences: u64,
+
+    /// Replay the logs of a run side by side, each started at its recorded start,
+    /// instead of one after the other.
+    #[arg(long)]
+    pub parallel: bool,
+}
+
+/// What the peer's stream may differ in: masks, for both replay commands.
+#[derive(Debug, Args)]
+pub struct MaskArgs {
+    /// Bytes of the peer's stream that match REGEX (a bytes regex, Unicode off:
+    /// `.` is any byte but newline) compare equal whatever their content and
+    /// length, in the recording and live alike. Repeatable.
+    #[arg(long = "mask", value_name = "REGEX", value_parser = mask_pattern)]
+    pub patterns: Vec<String>,
+
+    /// A built-in mask by name. Repeatable.
+    #[arg(long = "mask-preset", value_name = "NAME", value_enum)]
+    pub presets: Vec<MaskPreset>,
+}
+
+/// Built-in masks for what commonly changes from run to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MaskPreset {
+    /// An HTTP `Date:` header line.
+    HttpDate,
+    /// An ISO 8601 date and time, such as 2025-01-31T12:00:00.123Z.
+    IsoTime,
+    /// A UUID, such as 0f8fad5b-d9cb-469f-a165-70867728950e.
+    Uuid,
+}
+
+/// Checks that `s` is a regex a mask can use.
+fn mask_pattern(s: &str) -> Result<String, String> {
+    crate::replay::Mask::check(s).map(|()| s.to_owned())
+}
+
+/// replay-client's positionals: the logs, then the server's host and port. clap
+/// lets only the last positional or the one before it take several values, so
+/// the split is made here, with clap's own errors.
+#[derive(Debug)]
+pub struct ClientTarget {
+    /// The logs to replay: one, or the logs of a run.
+    pub logs: Vec<PathBuf>,
+    /// The server to connect to.
+    pub host: String,
+    /// The server's port.
+    pub port: u16,
+}
+
+impl clap::FromArgMatches for ClientTarget {
+    fn from_arg_matches(matches: &clap::ArgMatches) -> Result<Self, clap::Error> {
+        use clap::error::ErrorKind;
+        let mut values: Vec<std::ffi::OsString> = matches.get_many("target").into_iter().flatten().cloned().collect();
+        if values.len() < 3 {
+            return Err(clap::Error::raw(
+                ErrorKind::MissingRequiredArgument,
+                "replay-client needs a log, a host and a port\n",
+            ));
+        }
+        let port = values.pop().expect("three values");
+        let host = values.pop().expect("three values");
+        let text = |v: &std::ffi::OsString| v.to_string_lossy().into_owned();
+        let port = text(&port).parse::<u16>().ok().filter(|&p| p != 0).ok_or_else(|| {
+            clap::Error::raw(
+                ErrorKind::ValueValidation,
+                format!(
+                    "invalid value '{}' for '<PORT>': not a port number from 1 to 65535\n",
+                    text(&port)
+                ),
+            )
+        })?;
+        Ok(ClientTarget {
+            logs: values.into_iter().map(PathBuf::from).collect(),
+            host: text(&host),
+            port,
+        })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &clap::ArgMatches) -> Result<(), clap::Error> {
+        *self = ClientTarget::from_arg_matches(matches)?;
+        Ok(())
+    }
+}
+
+impl Args for ClientTarget {
+    fn augment_args(cmd: clap::Command) -> clap::Command {
+        cmd.arg(
+            clap::Arg::new("target")
+                .value_names(["LOG", "HOST", "PORT"])
+                .help(
+                    "The logs to replay (one, or the logs of a run), then the server's host and port: LOG... HOST PORT",
+                )
+                .required(true)
+                .num_args(3..)
+                .value_parser(clap::value_parser!(std::ffi::OsString))
+                .value_hint(clap::ValueHint::FilePath),
+        )
+    }
+
+    fn augment_args_for_update(cmd: clap::Command) -> clap::Command {
+        ClientTarget::augment_args(cmd)
+    }
 }
 
 /// How replay-client paces what it sends.
@@ -372,5 +501,54 @@ mod tests {
         assert!(Cli::try_parse_from(["netrecord", "db.local", "5432"]).is_err());
         assert!(Cli::try_parse_from(["netrecord", "db.local", "0", "0", "/tmp/rec"]).is_err());
         assert!(Cli::try_parse_from(["netrecord", "db.local", "5432", "70000", "/tmp/rec"]).is_err());
+    }
+
+    #[test]
+    fn replay_commands_take_one_log_or_a_run() {
+        let parse = |args: &[&str]| Cli::try_parse_from(args).map(|cli| cli.command);
+        let Ok(Some(Command::ReplayServer(server))) = parse(&["netrecord", "replay-server", "/t/rec_1", "6379"]) else {
+            panic!("replay-server LOG PORT")
+        };
+        assert_eq!((server.logs.len(), server.port), (1, 6379));
+        let Ok(Some(Command::ReplayServer(server))) =
+            parse(&["netrecord", "replay-server", "/t/rec_1", "/t/rec_2", "0", "--loop"])
+        else {
+            panic!("replay-server LOG LOG PORT")
+        };
+        assert_eq!((server.logs.len(), server.port, server.repeat), (2, 0, true));
+
+        let Ok(Some(Command::ReplayClient(client))) = parse(&[
+            "netrecord",
+            "replay-client",
+            "/t/rec_1",
+            "/t/rec_2",
+            "db.local",
+            "5432",
+            "--keep-going",
+        ]) else {
+            panic!("replay-client LOG LOG HOST PORT")
+        };
+        assert_eq!(
+            client.target.logs,
+            [PathBuf::from("/t/rec_1"), PathBuf::from("/t/rec_2")]
+        );
+        assert_eq!((client.target.host.as_str(), client.target.port), ("db.local", 5432));
+        assert!(client.keep_going);
+        assert_eq!(client.max_differences, 20);
+        assert!(parse(&["netrecord", "replay-client", "/t/rec_1", "db.local"]).is_err());
+        let e = parse(&["netrecord", "replay-client", "/t/rec_1", "db.local", "http"]).unwrap_err();
+        assert!(e.to_string().contains("invalid value 'http' for '<PORT>'"), "{e}");
+        assert!(parse(&["netrecord", "replay-client", "/t/rec_1", "db.local", "0"]).is_err());
+        let e = parse(&[
+            "netrecord",
+            "replay-client",
+            "--mask",
+            "(",
+            "/t/rec_1",
+            "db.local",
+            "80",
+        ])
+        .unwrap_err();
+        assert!(e.to_string().contains("unclosed group"), "{e}");
     }
 }

@@ -438,7 +438,7 @@ fn files(r: &mut Roff) {
 
 fn examples(r: &mut Roff) {
     r.control("SH", ["EXAMPLES"]);
-    let examples: [(&str, &[&str]); 7] = [
+    let examples: [(&str, &[&str]); 9] = [
         (
             "Record redis-cli's traffic with a Redis server on port 6379:",
             &["netrecord localhost 6379 7000 /tmp/redis &", "redis-cli -p 7000 ping"],
@@ -460,8 +460,16 @@ fn examples(r: &mut Roff) {
             &["netrecord replay-server /tmp/redis_1 6379"],
         ),
         (
-            "Check that another server answers the recorded requests byte for byte:",
-            &["netrecord replay-client /tmp/redis_1 localhost 6380 && echo same"],
+            "Stand in for it over a whole run, each client answered from the log its command matches:",
+            &["netrecord replay-server --loop /tmp/redis_[0-9]* 6379"],
+        ),
+        (
+            "Check that another server answers every recorded connection byte for byte:",
+            &["netrecord replay-client /tmp/redis_[0-9]* localhost 6380 && echo same"],
+        ),
+        (
+            "Check a web server, whose Date header changes every second, and list every difference:",
+            &["netrecord replay-client --keep-going --mask 'Date: [^\\r]*' /tmp/http_1 localhost 8000"],
         ),
         (
             "Record a database's clients from other hosts, quietly:",

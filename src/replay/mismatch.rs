@@ -10,13 +10,17 @@ use crate::log::Side;
 /// The most bytes an excerpt shows; a mismatch report is one line, not a dump.
 pub const EXCERPT: usize = 16;
 
-/// The first point where a replayed connection left its recording.
+/// A point where a replayed connection left its recording.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Mismatch {
     /// The side whose stream departed: the live peer's, or ours when sending failed.
     pub side: Side,
-    /// The byte offset in that side's stream (counted from 0, as `show --hex` does).
+    /// The byte offset in that side's recorded stream (counted from 0, as
+    /// `show --hex` does).
     pub offset: u64,
+    /// The byte offset in the live stream: the same as `offset` unless masked
+    /// spans of other lengths, or an earlier differing segment, came before.
+    pub live: u64,
     pub kind: Kind,
 }
 
@@ -39,16 +43,21 @@ pub enum Kind {
 impl fmt::Display for Mismatch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let (side, offset) = (self.side.name(), self.offset);
+        let live = if self.live == offset {
+            String::new()
+        } else {
+            format!(" (live offset {})", self.live)
+        };
         match &self.kind {
             Kind::Differs { expected, got } => write!(
                 f,
-                "{side} stream differs at offset {offset}: expected {}, got {}",
+                "{side} stream differs at offset {offset}{live}: expected {}, got {}",
                 Excerpt(expected),
                 Excerpt(got)
             ),
             Kind::Extra { got } => write!(
                 f,
-                "{side} sent more than recorded: it hung up at offset {offset} in the recording, but sent {}",
+                "{side} sent more than recorded: it hung up at offset {offset} in the recording, but sent {}{live}",
                 Excerpt(got)
             ),
             Kind::HungUpEarly { recorded } => write!(
@@ -76,11 +85,15 @@ impl fmt::Display for Mismatch {
 }
 
 impl Mismatch {
-    /// Adds bytes the peer sent after a differing byte to its excerpt, up to
+    /// Adds bytes the peer sent after a difference to its excerpt, up to
     /// [`EXCERPT`]: a peer that sends in small pieces would otherwise show only
-    /// the piece the difference fell in.
-    pub fn follow(&mut self, more: &[u8]) {
-        if let Kind::Differs { got, .. } = &mut self.kind {
+    /// the piece the difference fell in. `more` starts at live offset `from`;
+    /// what the excerpt already has of it is skipped.
+    pub fn follow(&mut self, from: u64, more: &[u8]) {
+        if let Kind::Differs { got, .. } | Kind::Extra { got } = &mut self.kind {
+            let have = self.live + got.len() as u64;
+            let Some(skip) = have.checked_sub(from) else { return };
+            let more = more.get(skip as usize..).unwrap_or_default();
             let room = EXCERPT.saturating_sub(got.len()).min(more.len());
             got.extend_from_slice(&more[..room]);
         }
@@ -123,13 +136,15 @@ mod tests {
         let mut m = Mismatch {
             side: Side::Server,
             offset: 0,
+            live: 0,
             kind: Kind::Differs {
                 expected: b"hello".to_vec(),
                 got: b"x".to_vec(),
             },
         };
-        m.follow(b"y");
-        m.follow(&[b'z'; 40]);
+        // The bytes the excerpt has are not taken twice.
+        m.follow(0, b"xy");
+        m.follow(2, &[b'z'; 40]);
         let Kind::Differs { got, .. } = &m.kind else {
             unreachable!()
         };
@@ -138,17 +153,19 @@ mod tests {
         let mut silent = Mismatch {
             side: Side::Server,
             offset: 0,
+            live: 0,
             kind: Kind::HungUpEarly { recorded: 3 },
         };
-        silent.follow(b"abc");
+        silent.follow(0, b"abc");
         assert_eq!(silent.kind, Kind::HungUpEarly { recorded: 3 });
     }
 
     #[test]
     fn differs_names_side_and_offset() {
-        let m = Mismatch {
+        let mut m = Mismatch {
             side: Side::Client,
             offset: 2,
+            live: 2,
             kind: Kind::Differs {
                 expected: b"NG".to_vec(),
                 got: b"XX".to_vec(),
@@ -157,6 +174,11 @@ mod tests {
         assert_eq!(
             m.to_string(),
             r#"client stream differs at offset 2: expected "NG" (4e 47), got "XX" (58 58)"#
+        );
+        m.live = 5;
+        assert!(
+            m.to_string()
+                .starts_with("client stream differs at offset 2 (live offset 5): ")
         );
     }
 }

@@ -9,20 +9,28 @@
 //! come, however the peer splits them into chunks.
 //!
 //! The whole log is read up front, before listening or connecting, so a corrupt log
-//! is an error before anything happens. Its records stay in memory as the script:
-//! each side's payloads concatenated into one buffer (the log's payload size in
-//! total), plus a few words per record. Reading the log again for every client
-//! would hold less, but a replayed recording is a single connection, and a few MiB
-//! held once is cheaper than re-parsing it per client.
+//! is an error before anything happens. Its payloads stay in memory as the script,
+//! each side's concatenated into one buffer, plus a few words per record: the
+//! log's payload size once, and never twice. So the log is read in two passes: the
+//! reader checks every record and skips the payloads, noting where each lies in
+//! the file, then each side's buffer is allocated at its final size and the
+//! payloads are read straight into it. Copying them out of the reader instead
+//! would hold the largest record twice while it is copied (a 2.5 GiB record took
+//! 5 GiB), and growing the buffers as records come would copy them again. A
+//! replayed recording is one connection, and holding it once is cheaper than
+//! re-reading the log for every client.
 
-use std::io::Read;
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
 use std::ops::Range;
 use std::path::Path;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use crate::log::{Event, ReadError, Reader, Side};
+use super::count;
+use super::mask::Mask;
+use crate::log::{Event, Micros, ReadError, Reader, Side};
 
 /// How far one side has got: bytes sent, and whether it has hung up.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -79,7 +87,14 @@ pub struct Script {
     ours: Vec<u8>,
     theirs: Vec<u8>,
     their_hup: bool,
+    /// Where the peer's stream is cut into segments: the end of each run of its
+    /// bytes that came with no record of ours between (a request, a reply).
+    ends: Vec<u64>,
+    /// The masked spans of the peer's stream, in order, each inside one segment.
+    spans: Vec<Range<u64>>,
     records: u64,
+    /// When the connection was accepted, on the run's clock.
+    pub start: Micros,
     /// Why the replay stops short of a whole connection, when it does.
     pub note: Option<String>,
 }
@@ -87,12 +102,40 @@ pub struct Script {
 impl Script {
     /// Reads the log at `path` and builds the script for playing `us`.
     pub fn load(path: &Path, us: Side) -> anyhow::Result<Script> {
-        let reader = Reader::open(path).with_context(|| format!("failed to open log {}", path.display()))?;
-        Script::read(reader, path, us)
+        // A directory opens as a file on Unix and fails only when read: say what
+        // it is instead.
+        if path.is_dir() {
+            bail!("{} is a directory, not a log", path.display());
+        }
+        let file = File::open(path).with_context(|| format!("failed to open log {}", path.display()))?;
+        Script::read(file, path, us)
     }
 
-    /// Builds the script from any log reader; `path` only names it in messages.
-    pub fn read<R: Read>(mut reader: Reader<R>, path: &Path, us: Side) -> anyhow::Result<Script> {
+    /// Builds the script from a log read from `source`, which is read twice (see
+    /// the module doc); `path` only names the log in messages.
+    pub fn read<R: Read + Seek>(mut source: R, path: &Path, us: Side) -> anyhow::Result<Script> {
+        let failed = || format!("failed to read log {}", path.display());
+        let start = source.stream_position().with_context(failed)?;
+        let mut payloads = Payloads::default();
+        let script = Script::headers(
+            Reader::new(&mut source).keep_payload(false),
+            path,
+            us,
+            start,
+            &mut payloads,
+        )?;
+        payloads.fill(script, source).with_context(failed)
+    }
+
+    /// The first pass: every record checked and turned into steps, with empty
+    /// payload buffers; `payloads` notes where each payload lies in the source.
+    fn headers<R: Read>(
+        mut reader: Reader<R>,
+        path: &Path,
+        us: Side,
+        start: u64,
+        payloads: &mut Payloads,
+    ) -> anyhow::Result<Script> {
         let mut script = Script {
             us,
             steps: Vec::new(),
@@ -100,7 +143,10 @@ impl Script {
             ours: Vec::new(),
             theirs: Vec::new(),
             their_hup: false,
+            ends: Vec::new(),
+            spans: Vec::new(),
             records: 0,
+            start: Micros::default(),
             note: None,
         };
         let (mut mine, mut peer) = (Mark::default(), Mark::default());
@@ -114,9 +160,9 @@ impl Script {
                     return Err(anyhow::Error::new(e))
                         .with_context(|| format!("log {} is not a valid recording", path.display()));
                 }
-                Err(e) => {
-                    return Err(anyhow::Error::new(e))
-                        .with_context(|| format!("failed to read log {}", path.display()));
+                // The OS error alone: the reader's wrapper would repeat its text.
+                Err(ReadError::Io(e)) => {
+                    return Err(e).with_context(|| format!("failed to read log {}", path.display()));
                 }
             };
             script.records += 1;
@@ -125,17 +171,18 @@ impl Script {
             last_time = Some(record.time);
             let ours = record.side == us;
             match record.event {
-                Event::Con => {}
-                Event::Data(_) if ours => {
-                    let start = script.ours.len();
-                    script.ours.extend_from_slice(reader.payload());
-                    mine.bytes = script.ours.len() as u64;
-                    script.step(Action::Send(start..script.ours.len()), peer, gap);
-                }
-                Event::Data(_) => {
-                    script.theirs.extend_from_slice(reader.payload());
-                    peer.bytes = script.theirs.len() as u64;
-                    script.expect(peer, mine);
+                Event::Con => script.start = record.time,
+                Event::Data(n) => {
+                    // The reader has just passed the payload: it ends at its offset.
+                    payloads.note(ours, start + reader.offset() - n as u64, n);
+                    if ours {
+                        let from = mine.bytes as usize;
+                        mine.bytes += n as u64;
+                        script.step(Action::Send(from..mine.bytes as usize), peer, gap);
+                    } else {
+                        peer.bytes += n as u64;
+                        script.expect(peer, mine);
+                    }
                 }
                 Event::Hup if ours => {
                     mine.hup = true;
@@ -154,12 +201,19 @@ impl Script {
         if script.records == 0 {
             bail!("log {} is empty: there is nothing to replay", path.display());
         }
+        script.ends = script
+            .expects
+            .iter()
+            .map(|e| e.until.bytes)
+            .filter(|&b| b > 0)
+            .collect();
+        script.ends.dedup();
         let summary = reader.summary();
         script.note = if let Some(cut) = cut {
             Some(format!(
-                "log {} is cut short ({cut}): replaying the {} whole records before it",
+                "log {} is cut short ({cut}): replaying the {} before it",
                 path.display(),
-                script.records
+                count(script.records, "whole record")
             ))
         } else if let Some(side) = summary.err {
             Some(format!(
@@ -170,9 +224,9 @@ impl Script {
             ))
         } else if !summary.is_complete() {
             Some(format!(
-                "log {} ends with the connection still open: replaying the {} records it has",
+                "log {} ends with the connection still open: replaying the {} it has",
                 path.display(),
-                script.records
+                count(script.records, "record")
             ))
         } else {
             None
@@ -190,6 +244,38 @@ impl Script {
             Some(last) if last.after == after => last.until = until,
             _ => self.expects.push(Expect { until, after }),
         }
+    }
+
+    /// Finds `mask`'s matches in the peer's recorded stream, segment by segment,
+    /// as the live stream's are found.
+    pub fn apply_mask(&mut self, mask: &Mask) {
+        self.spans.clear();
+        let mut start = 0;
+        for &end in &self.ends {
+            let segment = &self.theirs[start as usize..end as usize];
+            let spans = mask.spans(segment);
+            self.spans
+                .extend(spans.into_iter().map(|r| start + r.start as u64..start + r.end as u64));
+            start = end;
+        }
+    }
+
+    /// Where each segment of the peer's stream ends (see [`Script::apply_mask`]).
+    pub fn segment_ends(&self) -> &[u64] {
+        &self.ends
+    }
+
+    /// The masked spans of the peer's stream.
+    pub fn masked_spans(&self) -> &[Range<u64>] {
+        &self.spans
+    }
+
+    /// Whether we are recorded to send something before the peer sent anything
+    /// (a server's greeting).
+    pub fn speaks_first(&self) -> bool {
+        self.steps
+            .first()
+            .is_some_and(|s| matches!(s.action, Action::Send(_)) && s.after == Mark::default())
     }
 
     /// The bytes a [`Action::Send`] step sends.
@@ -213,15 +299,53 @@ impl Script {
     }
 }
 
+/// Where the payloads of a log lie in its file, in order, and how much each side
+/// sent: what the second pass of [`Script::read`] reads.
+#[derive(Default)]
+struct Payloads {
+    /// (ours, file offset, length) per data record.
+    pieces: Vec<(bool, u64, usize)>,
+    /// Bytes per side: ours, theirs.
+    totals: [usize; 2],
+}
+
+impl Payloads {
+    fn note(&mut self, ours: bool, offset: u64, len: usize) {
+        self.pieces.push((ours, offset, len));
+        self.totals[usize::from(!ours)] += len;
+    }
+
+    /// The second pass: reads every payload into buffers of their final size.
+    fn fill<R: Read + Seek>(self, mut script: Script, source: R) -> std::io::Result<Script> {
+        // Zeroed allocations map pages lazily: memory grows only as payloads are read.
+        script.ours = vec![0; self.totals[0]];
+        script.theirs = vec![0; self.totals[1]];
+        let mut source = BufReader::new(source);
+        let mut at = source.seek(SeekFrom::Start(self.pieces.first().map_or(0, |p| p.1)))?;
+        let mut filled = [0usize; 2];
+        for (ours, offset, len) in self.pieces {
+            // Headers lie between payloads: skip them within the buffer.
+            source.seek_relative((offset - at) as i64)?;
+            let side = usize::from(!ours);
+            let buffer = if ours { &mut script.ours } else { &mut script.theirs };
+            source.read_exact(&mut buffer[filled[side]..filled[side] + len])?;
+            filled[side] += len;
+            at = offset + len as u64;
+        }
+        Ok(script)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Cursor;
 
     const EXAMPLE: &[u8] =
         b"c 0.000104 con\nc 0.000231 6\nPING\r\ns 0.000390 7\n+PONG\r\nc 1.204551 hup\ns 1.204602 hup\n";
 
     fn script(log: &[u8], us: Side) -> Script {
-        Script::read(Reader::new(log), Path::new("test"), us).unwrap()
+        Script::read(Cursor::new(log), Path::new("test"), us).unwrap()
     }
 
     fn mark(bytes: u64, hup: bool) -> Mark {
@@ -266,6 +390,19 @@ mod tests {
     }
 
     #[test]
+    fn the_peer_stream_is_cut_where_we_act_and_masked_per_segment() {
+        let log =
+            b"c 0.000001 con\nc 0.000002 4\nid=1c 0.000003 2\n;\ns 0.000004 2\nokc 0.000005 5\nid=22c 0.000006 hup\n";
+        let mut s = script(log, Side::Server);
+        assert_eq!(s.segment_ends(), [6, 11]);
+        assert_eq!(s.start, Micros(1));
+        assert!(!s.speaks_first());
+        s.apply_mask(&Mask::new(&["id=[0-9]+".into()], &[]).unwrap());
+        assert_eq!(s.masked_spans(), [0..4, 6..11]);
+        assert!(script(EXAMPLE, Side::Client).speaks_first());
+    }
+
+    #[test]
     fn client_script_mirrors_the_server_script() {
         let s = script(EXAMPLE, Side::Client);
         let actions: Vec<_> = s.steps.iter().map(|st| (st.action.clone(), st.after)).collect();
@@ -305,10 +442,24 @@ mod tests {
     }
 
     #[test]
+    fn a_record_cut_inside_its_payload_is_left_out() {
+        let cut = &EXAMPLE[..EXAMPLE.len() - 34];
+        assert!(cut.ends_with(b"+PO"));
+        let s = script(cut, Side::Client);
+        assert_eq!(s.theirs(), b"");
+        assert_eq!(s.ours(&(0..6)), b"PING\r\n");
+        assert!(
+            s.note.as_deref().unwrap().contains("replaying the 2 whole records"),
+            "{:?}",
+            s.note
+        );
+    }
+
+    #[test]
     fn corrupt_and_empty_logs_are_errors() {
-        let e = Script::read(Reader::new(&b"hello world\n"[..]), Path::new("x"), Side::Server).unwrap_err();
+        let e = Script::read(Cursor::new(b"hello world\n"), Path::new("x"), Side::Server).unwrap_err();
         assert!(format!("{e:#}").starts_with("log x is not a valid recording: corrupt record at byte 0"));
-        let e = Script::read(Reader::new(&b""[..]), Path::new("x"), Side::Server).unwrap_err();
+        let e = Script::read(Cursor::new(b""), Path::new("x"), Side::Server).unwrap_err();
         assert!(format!("{e:#}").contains("empty"));
     }
 

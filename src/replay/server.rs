@@ -1,19 +1,24 @@
 //! `netrecord replay-server`: be the server of a recording. Listens, and plays the
 //! recorded server to one client (or, with `--loop`, to each client in turn until
-//! a signal), comparing what each client sends with the recorded client.
+//! a signal), comparing what each client sends with the recorded client. Given
+//! the logs of a run, it answers each client from the log that [`choose`] picks.
 //!
 //! Results go to stdout, one line per client and a summary; the startup line, notes
-//! about the log, and errors go to stderr.
+//! about the logs, and errors go to stderr.
 
 use std::io::{self, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
 
 use anyhow::Context;
 
+use super::choose::choose;
+use super::mask::Mask;
 use super::script::Script;
-use super::session::{self, Options};
+use super::session::{self, Options, Outcome, Prelude};
+use super::{count, tally};
 use crate::cli::{ReplayServerArgs, Timing};
 use crate::log::Side;
 use crate::net::{self, bind};
@@ -22,20 +27,25 @@ use crate::process::say;
 /// Runs `netrecord replay-server`. Exit status 0 if every client served sent what
 /// the recording says, 1 otherwise.
 pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
-    let timeout = args.timeout;
-    let script = Script::load(&args.log, Side::Server)?;
-    if let Some(note) = &script.note {
-        say!("{note}");
-    }
+    let mask = Mask::new(&args.masks.patterns, &args.masks.presets)?;
+    let logs = crate::log::logs_in_order(&args.logs);
+    let scripts = load(&logs, &mask)?;
     let addr = SocketAddr::new(args.listen, args.port);
     let listener = bind(addr).with_context(|| format!("could not listen on {addr}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
-    say!(
-        "listening on {local}, replaying {} as the server ({} bytes to expect from each client, {} bytes to send)",
-        args.log.display(),
-        script.theirs().len(),
-        script.our_total()
-    );
+    if let [script] = &scripts[..] {
+        say!(
+            "listening on {local}, replaying {} as the server ({} to expect from each client, {} to send)",
+            logs[0].display(),
+            count(script.theirs().len() as u64, "byte"),
+            count(script.our_total(), "byte"),
+        );
+    } else {
+        say!(
+            "listening on {local}, replaying {} as the server, each client answered from the log its first bytes match best",
+            count(scripts.len() as u64, "log"),
+        );
+    }
     let stop = Arc::new(Stop::new(&listener).context("could not prepare the listener for a stop")?);
     if args.repeat {
         // SIGINT and SIGTERM end a `--loop` run, which then reports the clients served.
@@ -43,12 +53,17 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
         crate::process::on_stop_signal(move || stop.trigger())?;
     }
     let options = Options {
-        timeout,
+        timeout: args.timeout,
+        settle: args.settle,
         timing: Timing::Fast,
         stop_at_mismatch: args.strict,
+        // One line per client: the first difference, and how many there were.
+        max_differences: 1,
+        mask: &mask,
     };
     let mut out = io::stdout().lock();
     let (mut served, mut failed) = (0u64, 0u64);
+    let mut served_by_log = vec![0u64; scripts.len()];
     loop {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -60,15 +75,29 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
         // Recorded chunks go out as recorded, without Nagle's delay.
         let _ = stream.set_nodelay(true);
         stop.serving(&stream);
-        let outcome = session::play(&script, &stream, options);
+        let chosen = if scripts.len() == 1 {
+            Ok((0, Prelude::default()))
+        } else {
+            choose(&scripts, &served_by_log, &stream, &mask, args.settle)
+        };
+        let outcome = chosen.and_then(|(i, prelude)| Ok((i, session::play(&scripts[i], &stream, options, prelude)?)));
         stop.served();
         drop(stream);
+        let from = |i: usize| {
+            if scripts.len() == 1 {
+                String::new()
+            } else {
+                format!(" ({})", logs[i].display())
+            }
+        };
         if stop.is_triggered() {
             match &outcome {
-                Ok(o) => writeln!(
+                Ok((i, o)) => writeln!(
                     out,
-                    "#{n} {peer}: interrupted after receiving {} bytes and sending {} (not counted)",
-                    o.received, o.sent
+                    "#{n} {peer}{}: interrupted after receiving {} and sending {} (not counted)",
+                    from(*i),
+                    count(o.received, "byte"),
+                    count(o.sent, "byte"),
                 )?,
                 Err(_) => writeln!(out, "#{n} {peer}: interrupted (not counted)")?,
             }
@@ -76,22 +105,12 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
         }
         served += 1;
         match outcome {
-            Ok(o) if o.mismatch.is_none() => writeln!(
-                out,
-                "#{n} {peer}: matched the recording: received {} bytes, sent {} bytes",
-                o.received, o.sent
-            )?,
-            Ok(o) => {
-                failed += 1;
-                let mismatch = o.mismatch.expect("a mismatch");
-                writeln!(
-                    out,
-                    "#{n} {peer}: {mismatch}; received {} of {} bytes, sent {} of {}",
-                    o.received,
-                    script.theirs().len(),
-                    o.sent,
-                    script.our_total()
-                )?;
+            Ok((i, o)) => {
+                served_by_log[i] += 1;
+                if !o.matched() {
+                    failed += 1;
+                }
+                writeln!(out, "#{n} {peer}{}: {}", from(i), report(&o, &scripts[i]))?;
             }
             Err(e) => {
                 failed += 1;
@@ -103,10 +122,10 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
             break;
         }
     }
-    let plural = if served == 1 { "" } else { "s" };
     writeln!(
         out,
-        "served {served} client{plural}: {} matched the recording, {failed} did not",
+        "served {}: {} matched the recording, {failed} did not",
+        count(served, "client"),
         served - failed
     )?;
     out.flush()?;
@@ -115,6 +134,45 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     } else {
         ExitCode::FAILURE
     })
+}
+
+/// Reads every log, with a note for each that stops short of a whole connection.
+fn load(logs: &[PathBuf], mask: &Mask) -> anyhow::Result<Vec<Script>> {
+    logs.iter()
+        .map(|log| {
+            let mut script = Script::load(log, Side::Server)?;
+            if let Some(note) = &script.note {
+                say!("{note}");
+            }
+            script.apply_mask(mask);
+            Ok(script)
+        })
+        .collect()
+}
+
+/// One client's result: the verdict, the first difference, and the byte counts.
+fn report(o: &Outcome, script: &Script) -> String {
+    let recorded = script.theirs().len() as u64;
+    if o.matched() {
+        let masked = if o.masked == 0 {
+            String::new()
+        } else {
+            format!(" with {}", count(o.masked, "masked span"))
+        };
+        return format!(
+            "matched the recording{masked}: received {}, sent {}",
+            count(o.received, "byte"),
+            count(o.sent, "byte")
+        );
+    }
+    let first = o.differences.first().map(|d| format!(": {d}")).unwrap_or_default();
+    format!(
+        "{}{first}; {}; sent {} of {}",
+        count(o.difference_count, "difference"),
+        tally("client", "byte", o.received, recorded),
+        o.sent,
+        count(script.our_total(), "byte"),
+    )
 }
 
 /// Ends a `--loop` run: wakes the accept loop (the listener's [`net::Stop`]), and

@@ -9,11 +9,16 @@
 //! in one `State` behind a mutex and a condition variable: the reader publishes
 //! how far the peer has got, the writer how far we have.
 //!
-//! The peer's bytes are compared as one stream, so it may split them into any
-//! chunks. A peer that goes silent is given up on after the timeout, counted from
-//! its last bytes or from our last send, and only once we have sent everything the
-//! recording has before the bytes we wait for: a peer waiting for our next message
-//! is not late.
+//! The peer's bytes are judged by a [`Comparer`] as one stream, so the peer may
+//! split them into any chunks; how far into the recording it says the peer has
+//! got is what our next step waits for. A peer that goes silent is given up on
+//! after the timeout, counted from its last bytes or from our last send, and only
+//! once we have sent everything the recording has before the bytes we wait for: a
+//! peer waiting for our next message is not late. A peer quiet for the settle
+//! time after a difference has said what it will say: the comparer moves on.
+//!
+//! The session reads and writes through a [`Connection`], which the TCP socket
+//! implements in one place at the bottom of this file.
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -23,31 +28,69 @@ use std::time::{Duration, Instant};
 
 use socket2::SockRef;
 
-use super::mismatch::{EXCERPT, Kind, Mismatch};
+use super::compare::Comparer;
+use super::count;
+use super::mask::Mask;
+use super::mismatch::{Kind, Mismatch};
 use super::script::{Action, Mark, Script};
 use crate::cli::Timing;
 
 /// How to play a script.
 #[derive(Clone, Copy, Debug)]
-pub struct Options {
+pub struct Options<'a> {
     /// How long the peer may stay silent when it owes us bytes; also the limit for
     /// one send to a peer that does not read.
     pub timeout: Duration,
+    /// How long the peer may be quiet after a difference before we go on.
+    pub settle: Duration,
     /// `Original` keeps the recorded gaps before each of our records.
     pub timing: Timing,
-    /// End the connection at the first mismatch instead of replaying on.
+    /// End the connection at the first difference instead of replaying on.
     pub stop_at_mismatch: bool,
+    /// The most differences kept for the report; the rest are counted.
+    pub max_differences: usize,
+    /// What of the peer's stream compares equal whatever its bytes.
+    pub mask: &'a Mask,
+}
+
+/// Bytes read from the peer before the session started (while a log was chosen
+/// for it), and whether it had hung up.
+#[derive(Debug, Default)]
+pub struct Prelude {
+    pub bytes: Vec<u8>,
+    pub hup: bool,
 }
 
 /// What happened on one replayed connection.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Outcome {
-    /// The first departure from the recording, if any.
-    pub mismatch: Option<Mismatch>,
+    /// The first departures from the recording, up to the limit.
+    pub differences: Vec<Mismatch>,
+    /// How many departures there were in all.
+    pub difference_count: u64,
+    /// Masked spans that compared equal.
+    pub masked: u64,
     /// Bytes of ours sent.
     pub sent: u64,
     /// Bytes received from the peer (compared or not).
     pub received: u64,
+}
+
+impl Outcome {
+    /// Whether the peer did as recorded (after masks).
+    pub fn matched(&self) -> bool {
+        self.difference_count == 0
+    }
+
+    /// The replay's result in a few words: `matched`, `matched with 2 masked
+    /// spans`, or `3 differences`.
+    pub fn verdict(&self) -> String {
+        match (self.difference_count, self.masked) {
+            (0, 0) => "matched".into(),
+            (0, masked) => format!("matched with {}", count(masked, "masked span")),
+            (n, _) => count(n, "difference"),
+        }
+    }
 }
 
 /// The receive buffer: large enough to move a bulk transfer in few calls.
@@ -65,20 +108,21 @@ struct State {
     writer_done: bool,
     /// The connection was shut down: both threads stop.
     aborted: bool,
-    mismatch: Option<Mismatch>,
+    /// Sending failed: the writer's departure (the reader's go to its comparer).
+    failure: Option<Mismatch>,
 }
 
-struct Shared<'a> {
+struct Shared<'a, C> {
     script: &'a Script,
-    stream: &'a TcpStream,
-    options: Options,
+    stream: &'a C,
+    options: Options<'a>,
     state: Mutex<State>,
     changed: Condvar,
 }
 
 /// Plays `script` on `stream` until both directions are done, then returns what
-/// happened; the caller closes the stream.
-pub fn play(script: &Script, stream: &TcpStream, options: Options) -> io::Result<Outcome> {
+/// happened; the caller closes the stream. `prelude` is what the peer sent before.
+pub fn play<C: Connection>(script: &Script, stream: &C, options: Options, prelude: Prelude) -> io::Result<Outcome> {
     let now = Instant::now();
     let shared = Shared {
         script,
@@ -92,45 +136,51 @@ pub fn play(script: &Script, stream: &TcpStream, options: Options) -> io::Result
             reader_done: false,
             writer_done: false,
             aborted: false,
-            mismatch: None,
+            failure: None,
         }),
         changed: Condvar::new(),
     };
-    stream.set_write_timeout(Some(options.timeout))?;
-    thread::scope(|scope| {
+    stream.set_send_timeout(options.timeout)?;
+    let comparer = thread::scope(|scope| {
         let writer = thread::Builder::new()
             .name("replay-writer".into())
             .spawn_scoped(scope, || write_side(&shared))?;
-        read_side(&shared);
+        let comparer = read_side(&shared, prelude);
         if let Err(panic) = writer.join() {
             std::panic::resume_unwind(panic);
         }
-        Ok::<(), io::Error>(())
+        Ok::<_, io::Error>(comparer)
     })?;
     let state = shared.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let (received, masked) = (comparer.received(), comparer.masked());
+    let (mut differences, mut difference_count) = comparer.into_differences();
+    if let Some(failure) = state.failure {
+        difference_count += 1;
+        if differences.len() < options.max_differences.max(1) {
+            differences.push(failure);
+        }
+    }
     Ok(Outcome {
-        mismatch: state.mismatch,
+        differences,
+        difference_count,
+        masked,
         sent: state.ours.bytes,
-        received: state.theirs.bytes,
+        received,
     })
 }
 
-impl Shared<'_> {
+impl<C: Connection> Shared<'_, C> {
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records `mismatch` unless an earlier one was, and ends the connection if
-    /// told to stop at the first mismatch or if `fatal` (nothing sensible can
-    /// follow). Shutting the socket down wakes a thread blocked on it.
-    fn fail(&self, state: &mut State, mismatch: Mismatch, fatal: bool) {
-        if state.aborted {
-            return;
-        }
-        state.mismatch.get_or_insert(mismatch);
+    /// After a departure from the recording: ends the connection if told to stop
+    /// at the first one, or if `fatal` (nothing sensible can follow). Aborting
+    /// the connection wakes a thread blocked on it.
+    fn departed(&self, state: &mut State, fatal: bool) {
         if fatal || self.options.stop_at_mismatch {
             state.aborted = true;
-            let _ = self.stream.shutdown(Shutdown::Both);
+            self.stream.abort();
         }
         self.changed.notify_all();
     }
@@ -138,7 +188,7 @@ impl Shared<'_> {
 
 /// Sends our records in order, each once the peer has got as far as recorded
 /// before it (or the reader has given up on the peer, and we replay on).
-fn write_side(shared: &Shared) {
+fn write_side<C: Connection>(shared: &Shared<C>) {
     let mut previous = Instant::now();
     for step in &shared.script.steps {
         let mut state = shared.lock();
@@ -163,9 +213,9 @@ fn write_side(shared: &Shared) {
             Action::Send(range) => send(shared, shared.script.ours(range)),
             Action::Hup => hang_up(shared),
             Action::Reset => {
-                // Closing with linger 0 sends a reset, as the recorded peer saw;
-                // the stream is closed when the session ends.
-                let _ = SockRef::from(shared.stream).set_linger(Some(Duration::ZERO));
+                // The recorded peer saw a reset; the stream is closed when the
+                // session ends.
+                shared.stream.reset_on_close();
                 false
             }
         };
@@ -182,7 +232,7 @@ fn write_side(shared: &Shared) {
 /// Waits until `when`, or returns false if the connection is aborted first. A
 /// `None` (a recorded gap too long for the clock to represent) never comes: the
 /// writer stops there.
-fn pause_until(shared: &Shared, when: Option<Instant>) -> bool {
+fn pause_until<C: Connection>(shared: &Shared<C>, when: Option<Instant>) -> bool {
     let Some(when) = when else { return false };
     let mut state = shared.lock();
     loop {
@@ -202,11 +252,11 @@ fn pause_until(shared: &Shared, when: Option<Instant>) -> bool {
 }
 
 /// Sends one record's bytes; false if the connection failed.
-fn send(shared: &Shared, mut bytes: &[u8]) -> bool {
+fn send<C: Connection>(shared: &Shared<C>, mut bytes: &[u8]) -> bool {
     let start = shared.lock().ours.bytes;
     let mut sent = 0;
     while !bytes.is_empty() {
-        match (&*shared.stream).write(bytes) {
+        match shared.stream.send(bytes) {
             Ok(0) => return write_failed(shared, start + sent, io::ErrorKind::WriteZero.into()),
             Ok(n) => {
                 bytes = &bytes[n..];
@@ -224,9 +274,9 @@ fn send(shared: &Shared, mut bytes: &[u8]) -> bool {
 }
 
 /// Closes our sending half, as the recorded side did with its `hup`.
-fn hang_up(shared: &Shared) -> bool {
+fn hang_up<C: Connection>(shared: &Shared<C>) -> bool {
     let offset = shared.lock().ours.bytes;
-    if let Err(e) = shared.stream.shutdown(Shutdown::Write) {
+    if let Err(e) = shared.stream.close_send() {
         return write_failed(shared, offset, e);
     }
     let mut state = shared.lock();
@@ -236,7 +286,7 @@ fn hang_up(shared: &Shared) -> bool {
     true
 }
 
-fn write_failed(shared: &Shared, offset: u64, error: io::Error) -> bool {
+fn write_failed<C: Connection>(shared: &Shared<C>, offset: u64, error: io::Error) -> bool {
     let error = if matches!(error.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) {
         format!(
             "the peer read nothing for {}s (timed out)",
@@ -248,154 +298,185 @@ fn write_failed(shared: &Shared, offset: u64, error: io::Error) -> bool {
     let mismatch = Mismatch {
         side: shared.script.us,
         offset,
+        live: offset,
         kind: Kind::Failed { sending: true, error },
     };
     let mut state = shared.lock();
-    shared.fail(&mut state, mismatch, true);
+    // After an abort, a failed send is its consequence, not news.
+    if !state.aborted {
+        state.failure = Some(mismatch);
+        shared.departed(&mut state, true);
+    }
     false
 }
 
 /// Reads the peer's stream to its recorded end (its hang-up, if recorded) and
 /// compares it with the recording. Runs on the calling thread.
-fn read_side(shared: &Shared) {
-    read_stream(shared);
+fn read_side<'a, C: Connection>(shared: &Shared<'a, C>, prelude: Prelude) -> Comparer<'a> {
+    let comparer = read_stream(shared, prelude);
     let mut state = shared.lock();
     state.reader_done = true;
     shared.changed.notify_all();
+    comparer
 }
 
-fn read_stream(shared: &Shared) {
+fn read_stream<'a, C: Connection>(shared: &Shared<'a, C>, prelude: Prelude) -> Comparer<'a> {
     let script = shared.script;
-    let peer = script.us.other();
-    let recorded = script.theirs();
-    let total = recorded.len() as u64;
+    let options = shared.options;
+    let total = script.theirs().len() as u64;
     let expect_hup = script.their_hup();
-    let mut pos: u64 = 0;
-    let mut next = 0;
+    let mut comparer = Comparer::new(script, options.mask, options.max_differences);
+    let mut hup = false;
+    if !prelude.bytes.is_empty() {
+        let before = comparer.differences();
+        comparer.feed(&prelude.bytes);
+        publish(shared, &mut shared.lock(), &comparer, hup, before);
+    }
+    if prelude.hup {
+        let before = comparer.differences();
+        comparer.hang_up();
+        hup = true;
+        publish(shared, &mut shared.lock(), &comparer, hup, before);
+    }
     let mut buf = vec![0u8; BUFFER];
+    // The first expectation the peer has not reached: progress only grows.
+    let mut next = 0;
     loop {
         let wait = {
             let mut state = shared.lock();
-            if state.aborted {
-                return;
+            // After the peer's hang-up nothing more can come; without a recorded
+            // hang-up, what follows the recorded bytes is not ours to judge.
+            if state.aborted || hup || (comparer.progress() == total && !expect_hup) {
+                return comparer;
             }
+            let quiet = state.last_received.elapsed();
+            if comparer.needs_quiet() && quiet >= options.settle {
+                let before = comparer.differences();
+                comparer.quiet();
+                publish(shared, &mut state, &comparer, hup, before);
+                continue;
+            }
+            // The peer is late only once we have sent what it may be waiting for.
             while next < script.expects.len() && state.theirs.reaches(script.expects[next].until) {
                 next += 1;
             }
-            if next == script.expects.len() {
-                return;
-            }
-            // The peer is late only once we have sent what it may be waiting for.
-            let due = state.writer_done || state.ours.reaches(script.expects[next].after);
+            let due = state.writer_done || script.expects.get(next).is_none_or(|e| state.ours.reaches(e.after));
             let since = state.last_received.max(state.last_sent);
-            if due && since.elapsed() >= shared.options.timeout {
-                let mismatch = Mismatch {
-                    side: peer,
-                    offset: pos,
-                    kind: Kind::Silent {
-                        waited: shared.options.timeout,
-                        hup: pos == total,
-                    },
-                };
-                shared.fail(&mut state, mismatch, false);
-                return;
+            if due && since.elapsed() >= options.timeout {
+                comparer.report(Kind::Silent {
+                    waited: options.timeout,
+                    hup: comparer.progress() == total,
+                });
+                shared.departed(&mut state, false);
+                return comparer;
             }
-            if due {
-                shared.options.timeout.saturating_sub(since.elapsed())
+            let mut wait = if due {
+                options.timeout.saturating_sub(since.elapsed())
             } else {
-                shared.options.timeout
+                options.timeout
+            };
+            if comparer.needs_quiet() {
+                wait = wait.min(options.settle.saturating_sub(quiet));
             }
+            wait
         };
-        // A zero timeout would mean "block forever".
-        let _ = shared.stream.set_read_timeout(Some(wait.max(Duration::from_millis(1))));
-        // Without a recorded hang-up, what follows the recorded bytes is not ours
-        // to judge: read no further than them.
-        let room = if expect_hup {
+        // In lockstep, read no further than the recorded bytes: see above.
+        let room = if expect_hup || !comparer.in_lockstep() {
             buf.len()
         } else {
-            buf.len().min((total - pos) as usize)
+            buf.len().min((total - comparer.progress()) as usize)
         };
-        let n = match (&*shared.stream).read(&mut buf[..room]) {
+        // A zero timeout would mean "block forever".
+        let n = match shared.stream.recv(&mut buf[..room], wait.max(Duration::from_millis(1))) {
             Ok(n) => n,
             Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => continue,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => {
                 let mut state = shared.lock();
-                let mismatch = Mismatch {
-                    side: peer,
-                    offset: pos,
-                    kind: Kind::Failed {
+                if !state.aborted {
+                    comparer.report(Kind::Failed {
                         sending: false,
                         error: e.to_string(),
-                    },
-                };
-                shared.fail(&mut state, mismatch, true);
-                return;
+                    });
+                    shared.departed(&mut state, true);
+                }
+                return comparer;
             }
         };
         let mut state = shared.lock();
         if state.aborted {
-            return;
+            return comparer;
         }
+        let before = comparer.differences();
         if n == 0 {
-            state.theirs.hup = true;
-            state.last_received = Instant::now();
-            if pos < total {
-                let mismatch = Mismatch {
-                    side: peer,
-                    offset: pos,
-                    kind: Kind::HungUpEarly { recorded: total },
-                };
-                shared.fail(&mut state, mismatch, false);
-            }
-            shared.changed.notify_all();
-            return;
+            hup = true;
+            comparer.hang_up();
+        } else {
+            comparer.feed(&buf[..n]);
         }
-        let got = &buf[..n];
-        let expected = &recorded[pos as usize..(pos + n as u64).min(total) as usize];
-        compare(shared, &mut state, pos, expected, got);
-        pos += n as u64;
-        // Count the bytes only after comparing them: with --strict, the writer
-        // must not answer bytes that differ.
-        state.theirs.bytes = pos.min(total);
         state.last_received = Instant::now();
-        shared.changed.notify_all();
-        if pos > total || state.aborted {
-            return;
-        }
+        publish(shared, &mut state, &comparer, hup, before);
     }
 }
 
-/// Compares one chunk of the peer's stream, starting at `pos`, with the recorded
-/// bytes there (`expected` is shorter than `got` when the peer sent more than
-/// recorded).
-fn compare(shared: &Shared, state: &mut State, pos: u64, expected: &[u8], got: &[u8]) {
-    let peer = shared.script.us.other();
-    if let Some(first) = &mut state.mismatch {
-        first.follow(got);
+/// Tells the writer how far the peer has got, and acts on a new difference. The
+/// progress counts only bytes compared: with --strict, the writer must not
+/// answer bytes that differ.
+fn publish<C: Connection>(shared: &Shared<C>, state: &mut State, comparer: &Comparer, hup: bool, before: u64) {
+    state.theirs = Mark {
+        bytes: comparer.progress(),
+        hup,
+    };
+    if comparer.differences() > before {
+        shared.departed(state, false);
     }
-    if let Some(i) = expected.iter().zip(got).position(|(a, b)| a != b) {
-        let offset = pos + i as u64;
-        let recorded = shared.script.theirs();
-        let end = (offset as usize + EXCERPT).min(recorded.len());
-        let mismatch = Mismatch {
-            side: peer,
-            offset,
-            kind: Kind::Differs {
-                expected: recorded[offset as usize..end].to_vec(),
-                got: got[i..got.len().min(i + EXCERPT)].to_vec(),
-            },
-        };
-        shared.fail(state, mismatch, false);
-    } else if got.len() > expected.len() {
-        let extra = &got[expected.len()..];
-        let mismatch = Mismatch {
-            side: peer,
-            offset: pos + expected.len() as u64,
-            kind: Kind::Extra {
-                got: extra[..extra.len().min(EXCERPT)].to_vec(),
-            },
-        };
-        shared.fail(state, mismatch, false);
+    shared.changed.notify_all();
+}
+
+/// The live peer's connection as a session uses it: receive with a time limit,
+/// send, half-close, abort. The TCP socket is the one implementation here; a
+/// peer's stream of another kind plays the same part.
+pub trait Connection: Sync {
+    /// Receives into `buf`, waiting at most `wait`; `WouldBlock` or `TimedOut`
+    /// when nothing came in time, `Ok(0)` when the peer hung up.
+    fn recv(&self, buf: &mut [u8], wait: Duration) -> io::Result<usize>;
+    /// Sends some of `bytes`, returning how many.
+    fn send(&self, bytes: &[u8]) -> io::Result<usize>;
+    /// The longest one send may block on a peer that does not read.
+    fn set_send_timeout(&self, timeout: Duration) -> io::Result<()>;
+    /// Closes our sending half (a `hup`).
+    fn close_send(&self) -> io::Result<()>;
+    /// Ends the connection at once, waking a thread blocked on it.
+    fn abort(&self);
+    /// Makes the close, when the connection is dropped, a reset.
+    fn reset_on_close(&self);
+}
+
+impl Connection for TcpStream {
+    fn recv(&self, buf: &mut [u8], wait: Duration) -> io::Result<usize> {
+        self.set_read_timeout(Some(wait))?;
+        (&*self).read(buf)
+    }
+
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        (&*self).write(bytes)
+    }
+
+    fn set_send_timeout(&self, timeout: Duration) -> io::Result<()> {
+        self.set_write_timeout(Some(timeout))
+    }
+
+    fn close_send(&self) -> io::Result<()> {
+        self.shutdown(Shutdown::Write)
+    }
+
+    fn abort(&self) {
+        // Shutting both halves down wakes a thread blocked in read or write.
+        let _ = self.shutdown(Shutdown::Both);
+    }
+
+    fn reset_on_close(&self) {
+        // Closing with linger 0 sends a reset.
+        let _ = SockRef::from(self).set_linger(Some(Duration::ZERO));
     }
 }

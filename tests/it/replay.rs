@@ -5,8 +5,9 @@ use std::io::{BufRead, BufReader, Read};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::util::*;
 
@@ -57,7 +58,14 @@ impl Run {
 
     /// Starts `replay-server <log> 0 <extra>` and waits for its startup line.
     fn server(log: &Path, extra: &[&str]) -> (Run, SocketAddr) {
-        let mut args = vec!["replay-server", log.to_str().unwrap(), "0"];
+        Run::server_of(&[log], extra)
+    }
+
+    /// Starts `replay-server <logs> 0 <extra>` and waits for its startup line.
+    fn server_of(logs: &[&Path], extra: &[&str]) -> (Run, SocketAddr) {
+        let mut args = vec!["replay-server"];
+        args.extend(logs.iter().map(|l| l.to_str().unwrap()));
+        args.push("0");
         args.extend_from_slice(extra);
         let mut run = Run::start(&args);
         let mut addr = None;
@@ -231,7 +239,14 @@ fn replay_client_matches_the_original_server() {
     let (upstream, _dir, log) = redis_session();
     let done = replay_client(&log, upstream.addr, &[]);
     assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
-    assert!(done.stdout_has("the server answered as recorded"), "{:?}", done.stdout);
+    assert!(
+        done.stdout
+            .last()
+            .unwrap()
+            .ends_with(": matched; sent 13 client bytes, received 18 server bytes"),
+        "{:?}",
+        done.stdout
+    );
     // Keeping the recorded gaps changes the pace, not the result.
     let done = replay_client(&log, upstream.addr, &["--timing", "original"]);
     assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
@@ -251,8 +266,12 @@ fn replay_client_reports_where_a_changed_server_differs() {
     );
     assert!(done.stdout_has(r#"expected "ONG\r\n"#), "{:?}", done.stdout);
     assert!(done.stdout_has(r#"got "ANG\r\n"#), "{:?}", done.stdout);
+    // Stopped at the first difference: the verdict ends the report.
     assert!(
-        done.stdout_has("the server differs from the recording"),
+        done.stdout
+            .last()
+            .unwrap()
+            .contains(": 1 difference; sent 6 of 13 client bytes, received 7 of 18 server bytes"),
         "{:?}",
         done.stdout
     );
@@ -587,4 +606,580 @@ fn large_streams_compare_whatever_the_chunks() {
     t.join().unwrap();
     let done = server.finish();
     assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
+}
+
+#[test]
+fn a_directory_given_as_a_log_is_one_clean_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().to_str().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    for args in [
+        vec!["replay-client", path, "127.0.0.1", &port],
+        vec!["replay-server", path, "0"],
+    ] {
+        let done = netrecord(&args);
+        assert_eq!(done.status.code(), Some(1), "{args:?}: {:?}", done.stderr);
+        assert_eq!(done.stderr.len(), 1, "{args:?}: {:?}", done.stderr);
+        let line = &done.stderr[0];
+        assert_eq!(line.to_lowercase().matches("directory").count(), 1, "{args:?}: {line}");
+        assert_eq!(line, &format!("netrecord: {path} is a directory, not a log"));
+    }
+}
+
+#[test]
+fn replay_messages_count_one_in_the_singular() {
+    let dir = tempfile::tempdir().unwrap();
+    // One whole record, then a header cut short.
+    let cut = dir.path().join("cut_1");
+    std::fs::write(&cut, b"c 0.000001 con\nc 0.0000").unwrap();
+    let (server, addr) = Run::server(&cut, &[]);
+    drop(connect(addr));
+    let done = server.finish();
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.ends_with("replaying the 1 whole record before it")),
+        "{:?}",
+        done.stderr
+    );
+    assert!(
+        done.stderr
+            .iter()
+            .any(|l| l.contains("(0 bytes to expect from each client, 0 bytes to send)")),
+        "{:?}",
+        done.stderr
+    );
+
+    // One byte each way.
+    let one = dir.path().join("one_1");
+    std::fs::write(
+        &one,
+        b"c 0.000001 con\nc 0.000002 1\nxs 0.000003 1\nyc 0.000004 hup\ns 0.000005 hup\n",
+    )
+    .unwrap();
+    let (server, addr) = Run::server(&one, &[]);
+    assert!(server.stderr.lock().unwrap()[0].contains("(1 byte to expect from each client, 1 byte to send)"));
+    let client = connect(addr);
+    send(&client, b"x");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"y");
+    let done = server.finish();
+    assert!(done.stdout_has("received 1 byte, sent 1 byte"), "{:?}", done.stdout);
+    assert!(done.stdout_has("served 1 client: "), "{:?}", done.stdout);
+}
+
+/// The peak resident memory of a running process, in bytes (Linux's VmHWM).
+fn peak_memory(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib * 1024
+}
+
+#[test]
+fn a_large_record_is_held_once_in_memory() {
+    const LARGE: usize = 128 << 20;
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("large_1");
+    {
+        use std::io::Write;
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&log).unwrap());
+        write!(file, "c 0.000001 con\nc 0.000002 5\nhellos 0.000003 {LARGE}\n").unwrap();
+        let chunk = vec![b'z'; 1 << 20];
+        for _ in 0..LARGE / chunk.len() {
+            file.write_all(&chunk).unwrap();
+        }
+        file.write_all(b"c 0.000004 hup\ns 0.000005 hup\n").unwrap();
+    }
+    let (server, addr) = Run::server(&log, &[]);
+    let client = connect(addr);
+    send(&client, b"hello");
+    let reply = read_n(&client, LARGE);
+    assert!(reply.iter().all(|&b| b == b'z'));
+    // Loaded and sent: the record must have been in memory once, not twice
+    // (the reader's copy and the script's), with room for the program itself.
+    let peak = peak_memory(server.child.as_ref().unwrap().id());
+    assert!(
+        peak < (LARGE + LARGE / 2) as u64,
+        "replay-server peaked at {} MiB for a {} MiB record",
+        peak >> 20,
+        LARGE >> 20
+    );
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"");
+    let done = server.finish();
+    assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
+}
+
+/// Records one connection per request through a fresh proxy to `upstream`: each
+/// client sends its request, half-closes and reads to the end. Returns the
+/// temporary directory and the logs, in connection order.
+fn record_run(upstream: &Upstream, requests: &[&[u8]]) -> (tempfile::TempDir, Vec<PathBuf>) {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), &root, &["-q"], |_| {});
+    for (i, request) in requests.iter().enumerate() {
+        let client = connect(proxy.addr);
+        send(&client, request);
+        client.shutdown(Shutdown::Write).unwrap();
+        read_all(&client);
+        drop(client);
+        proxy.wait_ended(i + 1);
+    }
+    let logs = (1..=requests.len() as u64).map(|n| proxy.log(n)).collect();
+    let (status, stderr) = proxy.stop();
+    assert!(status.success(), "{stderr:?}");
+    (dir, logs)
+}
+
+/// Three requests answered one way, and a changed server that answers each of
+/// them differently.
+fn abc(line: &[u8]) -> &'static [u8] {
+    match line {
+        b"A\r\n" => b"+a1\r\n",
+        b"B\r\n" => b"+b1\r\n",
+        b"C\r\n" => b"+c1\r\n",
+        _ => b"-ERR unknown\r\n",
+    }
+}
+
+fn changed_abc(line: &[u8]) -> &'static [u8] {
+    match line {
+        b"A\r\n" => b"+a2\r\n",
+        b"B\r\n" => b"+b2\r\n",
+        b"C\r\n" => b"+c2\r\n",
+        _ => b"-ERR unknown\r\n",
+    }
+}
+
+#[test]
+fn keep_going_reports_every_difference_and_replays_on() {
+    let upstream = line_server(abc);
+    let (_dir, log) = record(&upstream, |s| {
+        for (request, reply) in [(b"A\r\n", b"+a1\r\n"), (b"B\r\n", b"+b1\r\n"), (b"C\r\n", b"+c1\r\n")] {
+            send(s, request);
+            assert_eq!(read_n(s, 5), reply);
+        }
+        s.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_all(s), b"");
+    });
+    let changed = line_server(changed_abc);
+
+    // By default the replay stops at the first difference.
+    let done = replay_client(&log, changed.addr, &[]);
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    assert_eq!(done.stdout.len(), 2, "{:?}", done.stdout);
+    assert!(
+        done.stdout[0].contains("server stream differs at offset 2:"),
+        "{:?}",
+        done.stdout
+    );
+
+    let done = replay_client(&log, changed.addr, &["--keep-going"]);
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    // Each reply differs at its third byte: offsets 2, 7 and 12 of the server's stream.
+    for (line, offset) in done.stdout.iter().zip([2, 7, 12]) {
+        assert!(
+            line.contains(&format!("server stream differs at offset {offset}: expected \"")),
+            "{:?}",
+            done.stdout
+        );
+    }
+    assert_eq!(done.stdout.len(), 4, "{:?}", done.stdout);
+    // Every recorded request went out: the server received all of them.
+    assert!(
+        done.stdout[3].ends_with(": 3 differences; sent 9 client bytes, received 15 server bytes"),
+        "{:?}",
+        done.stdout
+    );
+
+    let done = replay_client(&log, changed.addr, &["--keep-going", "--max-differences", "2"]);
+    assert_eq!(done.status.code(), Some(1));
+    assert_eq!(done.stdout.len(), 4, "{:?}", done.stdout);
+    assert!(
+        done.stdout[2].ends_with("... and 1 more difference, not shown"),
+        "{:?}",
+        done.stdout
+    );
+    assert!(done.stdout[3].contains(": 3 differences;"), "{:?}", done.stdout);
+
+    // Against the recorded server, --keep-going changes nothing.
+    let done = replay_client(&log, upstream.addr, &["--keep-going"]);
+    assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
+    assert!(done.stdout[0].contains(": matched; "), "{:?}", done.stdout);
+}
+
+#[test]
+fn replay_server_answers_a_shorter_different_request_before_the_timeout() {
+    let (upstream, _dir, log) = redis_session();
+    drop(upstream);
+    let (server, addr) = Run::server(&log, &["--timeout", "10"]);
+    let client = connect(addr);
+    send(&client, b"PING\r\n");
+    assert_eq!(read_n(&client, 7), b"+PONG\r\n");
+    // Shorter than the recorded `GET k\r\n`, and different.
+    let asked = Instant::now();
+    send(&client, b"GET\r\n");
+    assert_eq!(read_n(&client, 11), b"$5\r\nhello\r\n");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "answered only after the timeout"
+    );
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"");
+    let done = server.finish();
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    assert!(
+        done.stdout_has(r#"#1 127.0.0.1:"#) && done.stdout_has(": 1 difference: client stream differs at offset 9:"),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stdout_has("; received 11 of 13 bytes; sent 18 of 18 bytes"),
+        "{:?}",
+        done.stdout
+    );
+}
+
+#[test]
+fn replay_server_reports_bytes_beyond_the_recording() {
+    let (upstream, _dir, log) = redis_session();
+    drop(upstream);
+    let (server, addr) = Run::server(&log, &[]);
+    let client = connect(addr);
+    // Two bytes longer than the recorded 13, sent at once: answered at once.
+    send(&client, b"PING\r\nGET kk\r\n");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"+PONG\r\n$5\r\nhello\r\n");
+    let done = server.finish();
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    assert!(
+        done.stdout_has("client sent 14 bytes, recording has 13"),
+        "{:?}",
+        done.stdout
+    );
+}
+
+#[test]
+fn replay_server_masks_the_client_stream() {
+    let (_dir, log) = record_exchange(b"LOGIN id=123 now\r\n", b"+OK\r\n");
+    for (mask, verdict) in [
+        (None, "1 difference"),
+        (Some("id=[0-9]+"), "matched the recording with 1 masked span"),
+    ] {
+        let extra: Vec<&str> = mask.iter().flat_map(|m| ["--mask", m]).collect();
+        let (server, addr) = Run::server(&log, &extra);
+        let client = connect(addr);
+        send(&client, b"LOGIN id=98765 now\r\n");
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_all(&client), b"+OK\r\n");
+        let done = server.finish();
+        assert_eq!(done.status.success(), mask.is_some(), "{:?}", done.stdout);
+        assert!(done.stdout_has(&format!(": {verdict}")), "{mask:?}: {:?}", done.stdout);
+    }
+}
+
+#[test]
+fn replay_client_over_a_run_reports_one_line_per_log() {
+    let upstream = line_server(abc);
+    let (dir, logs) = record_run(&upstream, &[b"A\r\n", b"B\r\n", b"C\r\n"]);
+    // As a shell glob gives them: the index too, and not in connection order.
+    let mut args: Vec<String> = logs.iter().rev().map(|l| l.to_str().unwrap().to_owned()).collect();
+    args.push(dir.path().join("rec_index.jsonl").to_str().unwrap().to_owned());
+    let run = |server: SocketAddr, extra: &[&str]| {
+        let port = server.port().to_string();
+        let mut all: Vec<&str> = vec!["replay-client"];
+        all.extend(extra);
+        all.extend(args.iter().map(String::as_str));
+        all.extend(["127.0.0.1", &port]);
+        netrecord(&all)
+    };
+    for extra in [&[][..], &["--parallel"][..]] {
+        let done = run(upstream.addr, extra);
+        assert!(done.status.success(), "{extra:?}: {:?} {:?}", done.stdout, done.stderr);
+        assert_eq!(done.stdout.len(), 4, "{:?}", done.stdout);
+        for (line, log) in done.stdout.iter().zip(&logs) {
+            assert!(
+                line.starts_with(&format!("{}: matched; ", log.display())),
+                "{extra:?}: {:?}",
+                done.stdout
+            );
+        }
+        assert!(done.stdout[3].ends_with(": 3 matched, 0 differed"), "{:?}", done.stdout);
+    }
+
+    // A server changed for B only.
+    let changed = line_server(|line| if line == b"B\r\n" { b"+b2\r\n" } else { abc(line) });
+    let done = run(changed.addr, &[]);
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    assert!(done.stdout[0].contains(": matched;"), "{:?}", done.stdout);
+    assert!(
+        done.stdout[1].starts_with(&format!("{}: 1 difference; ", logs[1].display())),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stdout[2].starts_with("  server stream differs at offset 2"),
+        "{:?}",
+        done.stdout
+    );
+    assert!(done.stdout[3].contains(": matched;"), "{:?}", done.stdout);
+    assert!(done.stdout[4].ends_with(": 2 matched, 1 differed"), "{:?}", done.stdout);
+}
+
+#[test]
+fn replay_server_answers_each_client_from_the_log_it_matches_best() {
+    let upstream = line_server(abc);
+    let (_dir, logs) = record_run(&upstream, &[b"A\r\n", b"B\r\n", b"C\r\n"]);
+    let greeting = greeting_server();
+    let (_greeting_dir, greeting_log) = greeting_session(&greeting);
+    let mut all: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    all.push(&greeting_log);
+    let (server, addr) = Run::server_of(&all, &["--loop"]);
+    let mut n = 0;
+    let reported = |n: usize| {
+        wait_until(&format!("client {n}'s report"), || {
+            server.stdout().iter().any(|l| l.starts_with(&format!("#{n} ")))
+        })
+    };
+    for (request, reply) in [(b"C\r\n", b"+c1\r\n"), (b"A\r\n", b"+a1\r\n"), (b"B\r\n", b"+b1\r\n")] {
+        let client = connect(addr);
+        send(&client, request);
+        client.shutdown(Shutdown::Write).unwrap();
+        assert_eq!(read_all(&client), reply);
+        n += 1;
+        reported(n);
+    }
+    // A client that waits to be greeted gets the log whose server speaks first.
+    let client = connect(addr);
+    assert_eq!(read_n(&client, 11), b"220 ready\r\n");
+    send(&client, b"QUIT\r\n");
+    assert_eq!(read_all(&client), b"221 bye\r\n");
+    drop(client);
+    reported(n + 1);
+    let done = server.terminate();
+    assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
+    for (line, log) in done.stdout.iter().zip([&logs[2], &logs[0], &logs[1], &greeting_log]) {
+        assert!(
+            line.contains(&format!(" ({}): matched the recording", log.display())),
+            "{:?}",
+            done.stdout
+        );
+    }
+    assert!(done.stdout_has("served 4 clients: 4 matched"), "{:?}", done.stdout);
+}
+
+/// A child process this test started, killed by its own handle when dropped.
+struct Daemon(Child);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Python's http.server on 127.0.0.1, port 0, serving `dir`; it prints the port
+/// it was given, so nothing races for a port.
+fn http_server(dir: &Path) -> (Daemon, u16) {
+    let code = "import http.server, sys\n\
+                server = http.server.ThreadingHTTPServer(('127.0.0.1', 0), http.server.SimpleHTTPRequestHandler)\n\
+                print(server.server_address[1], flush=True)\n\
+                server.serve_forever()\n";
+    let mut child = Command::new("python3")
+        .args(["-c", code])
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn python3");
+    let stdout = child.stdout.take().unwrap();
+    let daemon = Daemon(child);
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx.recv_timeout(DEADLINE).expect("http.server's port");
+    let port = line.trim().parse().unwrap_or_else(|_| panic!("no port in {line:?}"));
+    (daemon, port)
+}
+
+/// Runs a command to its end within the deadline; returns its status and stdout.
+fn run_tool(cmd: &mut Command) -> (ExitStatus, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn");
+    let stdout = child.stdout.take().unwrap();
+    let reader = thread::spawn(move || {
+        let mut out = String::new();
+        let _ = BufReader::new(stdout).read_to_string(&mut out);
+        out
+    });
+    let status = wait_child(&mut child);
+    (status, reader.join().unwrap())
+}
+
+fn now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs()
+}
+
+#[test]
+fn an_http_replay_matches_once_the_date_is_masked() {
+    if !have_tool("curl") || !have_tool("python3") {
+        skip("curl and python3 are needed for the HTTP replay test");
+        return;
+    }
+    let www = tempfile::tempdir().unwrap();
+    std::fs::write(www.path().join("hello.txt"), b"hello over http\n").unwrap();
+    let (_http, port) = http_server(www.path());
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("http");
+    let proxy = Proxy::start_in("127.0.0.1", port, &root, &["-q"], |_| {});
+    let url = format!("http://{}/hello.txt", proxy.addr);
+    let (status, body) = run_tool(Command::new("curl").args(["-s", "--max-time", "10", &url]));
+    assert!(status.success());
+    assert_eq!(body, "hello over http\n");
+    let recorded_at = now_secs();
+    proxy.wait_ended(1);
+    let log = proxy.log(1);
+    let (status, stderr) = proxy.stop();
+    assert!(status.success(), "{stderr:?}");
+    let recorded = valid_log(&log);
+    assert!(recorded.server.windows(6).any(|w| w == b"Date: "), "no Date header");
+
+    // The server's Date header has a resolution of a second: let one pass.
+    wait_until("the next second", || now_secs() > recorded_at);
+    let server = format!("127.0.0.1:{port}").parse().unwrap();
+    let done = replay_client(&log, server, &[]);
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    assert!(done.stdout_has("server stream differs at offset "), "{:?}", done.stdout);
+    assert!(
+        done.stdout.last().unwrap().contains(": 1 difference;"),
+        "{:?}",
+        done.stdout
+    );
+
+    for mask in [&["--mask", r"Date: [^\r]*"][..], &["--mask-preset", "http-date"][..]] {
+        let done = replay_client(&log, server, mask);
+        assert!(done.status.success(), "{mask:?}: {:?} {:?}", done.stdout, done.stderr);
+        assert_eq!(done.stdout.len(), 1, "{:?}", done.stdout);
+        assert!(
+            done.stdout[0].contains(": matched with 1 masked span; "),
+            "{mask:?}: {:?}",
+            done.stdout
+        );
+    }
+}
+
+/// A redis-server on a free loopback port, without persistence, answering PING.
+fn redis_server() -> (Daemon, u16) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn redis-server");
+    let daemon = Daemon(child);
+    wait_until("redis-server to answer PING", || {
+        let Ok(s) = TcpStream::connect(("127.0.0.1", port)) else {
+            return false;
+        };
+        let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+        send(&s, b"PING\r\n");
+        let mut reply = [0u8; 7];
+        (&s).read_exact(&mut reply).is_ok() && &reply == b"+PONG\r\n"
+    });
+    (daemon, port)
+}
+
+fn redis_cli(port: u16, args: &[&str]) -> String {
+    let (status, out) = run_tool(
+        Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .args(args),
+    );
+    assert!(status.success(), "redis-cli {args:?}");
+    out
+}
+
+#[test]
+fn replay_server_answers_a_run_of_redis_commands_each_from_its_own_recording() {
+    if !have_tool("redis-server") || !have_tool("redis-cli") {
+        skip("redis-server and redis-cli are needed for the redis run test");
+        return;
+    }
+    let (redis, redis_port) = redis_server();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("redis");
+    let proxy = Proxy::start_in("127.0.0.1", redis_port, &root, &["-q"], |_| {});
+    let commands: [&[&str]; 3] = [
+        &["set", "greeting", "hello"],
+        &["get", "greeting"],
+        &["incr", "counter"],
+    ];
+    let answers = ["OK\n", "hello\n", "1\n"];
+    for (command, answer) in commands.iter().zip(answers) {
+        assert_eq!(redis_cli(proxy.addr.port(), command), answer);
+    }
+    proxy.wait_ended(3);
+    let logs: Vec<PathBuf> = (1..=3).map(|n| proxy.log(n)).collect();
+    let (status, stderr) = proxy.stop();
+    assert!(status.success(), "{stderr:?}");
+    drop(redis);
+
+    let all: Vec<&Path> = logs.iter().map(PathBuf::as_path).collect();
+    let (server, addr) = Run::server_of(&all, &["--loop"]);
+    // Another order than recorded; each answered from its own recording.
+    let order = [2, 0, 1];
+    for (n, &i) in order.iter().enumerate() {
+        assert_eq!(redis_cli(addr.port(), commands[i]), answers[i], "{:?}", commands[i]);
+        wait_until(&format!("client {}'s report", n + 1), || {
+            server.stdout().iter().any(|l| l.starts_with(&format!("#{} ", n + 1)))
+        });
+    }
+    // A command not recorded gets the answer of the one it is closest to.
+    assert_eq!(redis_cli(addr.port(), &["get", "other"]), "hello\n");
+    wait_until("client 4's report", || {
+        server.stdout().iter().any(|l| l.starts_with("#4 "))
+    });
+    let done = server.terminate();
+    assert_eq!(done.status.code(), Some(1), "{:?} {:?}", done.stdout, done.stderr);
+    for (line, &i) in done.stdout.iter().zip(&order) {
+        assert!(
+            line.contains(&format!(" ({}): matched the recording", logs[i].display())),
+            "{:?}",
+            done.stdout
+        );
+    }
+    assert!(
+        done.stdout[3].contains(&format!(
+            " ({}): 1 difference: client stream differs",
+            logs[1].display()
+        )),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stdout_has("served 4 clients: 3 matched the recording, 1 did not"),
+        "{:?}",
+        done.stdout
+    );
 }

@@ -303,6 +303,11 @@ pub struct ReplayServerArgs {
 
     #[command(flatten)]
     pub masks: MaskArgs,
+
+    /// Clients connect with TLS (the recording holds the plaintext); the
+    /// certificate options are the recorder's.
+    #[command(flatten)]
+    pub tls: TlsListenArgs,
 }
 
 /// Act as the recorded client against a live server and compare its answers.
@@ -352,6 +357,9 @@ pub struct ReplayClientArgs {
     /// instead of one after the other.
     #[arg(long)]
     pub parallel: bool,
+
+    #[command(flatten)]
+    pub tls: TlsUpstreamArgs,
 }
 
 /// What the peer's stream may differ in: masks, for both replay commands.

@@ -78,7 +78,7 @@ impl Peer for TcpPeer {
     }
 
     fn send_all(&self, data: &[u8]) -> io::Result<()> {
-        write_all_checked(&self.socket, data, &self.aborted)
+        write_all_checked(&self.socket, data, &self.aborted, None)
     }
 
     fn hang_up(&self) -> io::Result<()> {
@@ -102,11 +102,20 @@ pub(crate) fn recv_into(socket: &TcpStream, buf: &mut Vec<u8>) -> io::Result<usi
 }
 
 /// Writes all of `data` to a socket whose sends time out after [`SEND_CHECK`],
-/// retrying after each timeout until the data is out or `aborted` is set.
-pub(crate) fn write_all_checked(mut socket: &TcpStream, mut data: &[u8], aborted: &AtomicBool) -> io::Result<()> {
+/// retrying after each timeout until the data is out or `aborted` is set (or
+/// `deadline`, if given, has passed).
+pub(crate) fn write_all_checked(
+    mut socket: &TcpStream,
+    mut data: &[u8],
+    aborted: &AtomicBool,
+    deadline: Option<std::time::Instant>,
+) -> io::Result<()> {
     while !data.is_empty() {
         if aborted.load(Ordering::SeqCst) {
             return Err(io::Error::new(io::ErrorKind::ConnectionAborted, "connection aborted"));
+        }
+        if deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+            return Err(io::Error::new(io::ErrorKind::TimedOut, "the peer did not read in time"));
         }
         match socket.write(data) {
             Ok(0) => return Err(io::ErrorKind::WriteZero.into()),

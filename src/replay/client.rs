@@ -45,6 +45,7 @@ pub fn run(args: &ReplayClientArgs) -> anyhow::Result<ExitCode> {
         by_name: host.parse::<IpAddr>().is_err(),
         addrs: crate::net::resolve(host, port)?,
         timeout: args.timeout,
+        tls: crate::tls::Upstream::for_replay(&args.tls, host, args.timeout)?,
     };
     let options = Options {
         timeout: args.timeout,
@@ -142,6 +143,8 @@ struct Server {
     by_name: bool,
     addrs: Vec<SocketAddr>,
     timeout: Duration,
+    /// `--tls-upstream`: the TLS to speak to it.
+    tls: Option<crate::tls::Upstream>,
 }
 
 impl Server {
@@ -152,8 +155,16 @@ impl Server {
         let target = self.target(&stream);
         // Recorded chunks go out as recorded, without Nagle's delay.
         let _ = stream.set_nodelay(true);
-        let outcome = session::play(script, &stream, options, Prelude::default())
-            .with_context(|| format!("could not replay against {target}"))?;
+        let outcome = match &self.tls {
+            None => session::play(script, &stream, options, Prelude::default()),
+            Some(tls) => {
+                let (peer, _) = tls
+                    .connect(stream, None, Vec::new())
+                    .map_err(|why| anyhow::anyhow!("could not replay against {target}: {why}"))?;
+                session::play(script, &peer, options, Prelude::default())
+            }
+        }
+        .with_context(|| format!("could not replay against {target}"))?;
         Ok((target, outcome))
     }
 

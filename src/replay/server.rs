@@ -17,7 +17,7 @@ use anyhow::Context;
 use super::choose::choose;
 use super::mask::Mask;
 use super::script::Script;
-use super::session::{self, Options, Outcome, Prelude};
+use super::session::{self, Connection, Options, Outcome, Prelude};
 use super::{count, tally};
 use crate::cli::{ReplayServerArgs, Timing};
 use crate::log::Side;
@@ -31,18 +31,25 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
     let logs = crate::log::logs_in_order(&args.logs);
     let scripts = load(&logs, &mask)?;
     let addr = SocketAddr::new(args.listen, args.port);
+    // Before the listener opens, so a client can be pointed at the CA first.
+    let tls = crate::tls::Listen::for_replay(&args.tls, args.timeout)?;
     let listener = bind(addr).with_context(|| format!("could not listen on {addr}"))?;
     let local = listener.local_addr().context("could not read the listening address")?;
+    let tls_words = match tls.as_ref().map(|t| t.ca_path()) {
+        Some(Some(ca)) => format!(" over TLS (clients must trust netrecord's CA {})", ca.display()),
+        Some(None) => " over TLS".to_string(),
+        None => String::new(),
+    };
     if let [script] = &scripts[..] {
         say!(
-            "listening on {local}, replaying {} as the server ({} to expect from each client, {} to send)",
+            "listening on {local}{tls_words}, replaying {} as the server ({} to expect from each client, {} to send)",
             logs[0].display(),
             count(script.theirs().len() as u64, "byte"),
             count(script.our_total(), "byte"),
         );
     } else {
         say!(
-            "listening on {local}, replaying {} as the server, each client answered from the log its first bytes match best",
+            "listening on {local}{tls_words}, replaying {} as the server, each client answered from the log its first bytes match best",
             count(scripts.len() as u64, "log"),
         );
     }
@@ -75,12 +82,17 @@ pub fn run(args: &ReplayServerArgs) -> anyhow::Result<ExitCode> {
         // Recorded chunks go out as recorded, without Nagle's delay.
         let _ = stream.set_nodelay(true);
         stop.serving(&stream);
-        let chosen = if scripts.len() == 1 {
-            Ok((0, Prelude::default()))
-        } else {
-            choose(&scripts, &served_by_log, &stream, &mask, args.settle)
+        let outcome = match &tls {
+            None => serve(&scripts, &served_by_log, &stream, options, args.settle),
+            Some(tls) => match stream
+                .try_clone()
+                .map_err(|e| e.to_string())
+                .and_then(|s| tls.accept(s))
+            {
+                Ok(peer) => serve(&scripts, &served_by_log, &peer, options, args.settle),
+                Err(why) => Err(io::Error::other(why)),
+            },
         };
-        let outcome = chosen.and_then(|(i, prelude)| Ok((i, session::play(&scripts[i], &stream, options, prelude)?)));
         stop.served();
         drop(stream);
         let from = |i: usize| {
@@ -173,6 +185,23 @@ fn report(o: &Outcome, script: &Script) -> String {
         o.sent,
         count(script.our_total(), "byte"),
     )
+}
+
+/// Serves one client on `stream`: picks the log to answer it from (when there
+/// are several), then plays it.
+fn serve<C: Connection>(
+    scripts: &[Script],
+    served_by_log: &[u64],
+    stream: &C,
+    options: Options,
+    settle: std::time::Duration,
+) -> io::Result<(usize, Outcome)> {
+    let (i, prelude) = if scripts.len() == 1 {
+        (0, Prelude::default())
+    } else {
+        choose(scripts, served_by_log, stream, options.mask, settle)?
+    };
+    Ok((i, session::play(&scripts[i], stream, options, prelude)?))
 }
 
 /// Ends a `--loop` run: wakes the accept loop (the listener's [`net::Stop`]), and

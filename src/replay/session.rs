@@ -452,6 +452,43 @@ pub trait Connection: Sync {
     fn reset_on_close(&self);
 }
 
+/// A TLS peer (`replay-server --tls-listen`, `replay-client --tls-upstream`):
+/// the same stream of plaintext as a socket.
+impl Connection for crate::tls::TlsPeer {
+    fn recv(&self, buf: &mut [u8], wait: Duration) -> io::Result<usize> {
+        // A receive that times out leaves the TLS session as it was.
+        self.socket().set_read_timeout(Some(wait))?;
+        let mut plain = Vec::with_capacity(buf.len());
+        let n = crate::peer::Peer::recv(self, &mut plain)?;
+        buf[..n].copy_from_slice(&plain[..n]);
+        Ok(n)
+    }
+
+    fn send(&self, bytes: &[u8]) -> io::Result<usize> {
+        crate::peer::Peer::send_all(self, bytes)?;
+        Ok(bytes.len())
+    }
+
+    fn set_send_timeout(&self, timeout: Duration) -> io::Result<()> {
+        crate::tls::TlsPeer::set_send_timeout(self, timeout);
+        Ok(())
+    }
+
+    fn close_send(&self) -> io::Result<()> {
+        crate::peer::Peer::hang_up(self)
+    }
+
+    fn abort(&self) {
+        // Shutting both halves down wakes a thread blocked in read or write.
+        let _ = self.socket().shutdown(Shutdown::Both);
+    }
+
+    fn reset_on_close(&self) {
+        // Closing with linger 0 sends a reset.
+        let _ = SockRef::from(self.socket()).set_linger(Some(Duration::ZERO));
+    }
+}
+
 impl Connection for TcpStream {
     fn recv(&self, buf: &mut [u8], wait: Duration) -> io::Result<usize> {
         self.set_read_timeout(Some(wait))?;

@@ -62,6 +62,13 @@ impl Listen {
         Err("TLS handshake: the ClientHello never ended".into())
     }
 
+    /// Makes the whole handshake with a client that connected on `socket`,
+    /// answering with no ALPN protocol (replay-server).
+    pub(crate) fn accept(&self, mut socket: TcpStream) -> Result<TlsPeer, String> {
+        let hello = self.read_hello(&mut socket)?;
+        Ok(self.finish(hello, socket, None)?.0)
+    }
+
     /// Finishes the client's handshake, answering with `alpn` (the protocol the
     /// server chose, or none), and returns the client as a peer.
     pub(crate) fn finish(

@@ -88,10 +88,7 @@ impl Tls {
         }
         let provider = config::provider();
         let keylog_path = config::keylog_path(keylog);
-        let keylog: Option<Arc<dyn KeyLog>> = match &keylog_path {
-            Some(path) => Some(Arc::new(config::KeyLogFile::open(path)?)),
-            None => None,
-        };
+        let keylog = self::keylog(keylog_path.as_deref())?;
         Ok(Some(Tls {
             listen: Listen::from_args(listen, &provider, keylog.clone(), server_host, timeout)?,
             upstream: Upstream::from_args(upstream, &provider, keylog, server_host, timeout)?,
@@ -126,7 +123,31 @@ impl Tls {
     }
 }
 
+/// The key log for `option` (`--tls-keylog`), else `SSLKEYLOGFILE`, if either.
+fn keylog(option: Option<&Path>) -> anyhow::Result<Option<Arc<dyn KeyLog>>> {
+    Ok(match config::keylog_path(option) {
+        Some(path) => Some(Arc::new(config::KeyLogFile::open(&path)?)),
+        None => None,
+    })
+}
+
 impl Listen {
+    /// The TLS a replay server speaks to its clients; `None` without
+    /// `--tls-listen`. A client that sends no SNI gets a certificate for
+    /// `localhost` (and the address it connected to).
+    pub(crate) fn for_replay(args: &TlsListenArgs, timeout: Duration) -> anyhow::Result<Option<Listen>> {
+        let provider = config::provider();
+        Listen::from_args(args, &provider, keylog(None)?, "localhost", timeout)
+    }
+
+    /// The CA file a client must trust, when the certificates are minted.
+    pub(crate) fn ca_path(&self) -> Option<&Path> {
+        match &self.cert {
+            CertSource::Fixed(_) => None,
+            CertSource::Minted(ca) => Some(ca.cert_path()),
+        }
+    }
+
     /// `None` without `--tls-listen`.
     pub(crate) fn from_args(
         args: &TlsListenArgs,
@@ -172,6 +193,17 @@ impl Listen {
 }
 
 impl Upstream {
+    /// The TLS a replay client speaks to the server `host`; `None` without
+    /// `--tls-upstream`.
+    pub(crate) fn for_replay(
+        args: &TlsUpstreamArgs,
+        host: &str,
+        timeout: Duration,
+    ) -> anyhow::Result<Option<Upstream>> {
+        let provider = config::provider();
+        Upstream::from_args(args, &provider, keylog(None)?, host, timeout)
+    }
+
     /// `None` without `--tls-upstream`.
     pub(crate) fn from_args(
         args: &TlsUpstreamArgs,

@@ -26,6 +26,7 @@ use std::io::{self, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use rustls::Connection;
 
@@ -62,6 +63,9 @@ pub(crate) struct TlsPeer {
     aborted: AtomicBool,
     /// 0 while the peer has not hung up, else 1 + [`Hangup`] as `u8`.
     hangup: AtomicU8,
+    /// How long a send may wait for a peer that does not read; `None` (the
+    /// proxy) waits until the connection is aborted.
+    send_timeout: Mutex<Option<Duration>>,
 }
 
 /// Bytes received from the socket that the session has not taken yet:
@@ -89,7 +93,18 @@ impl TlsPeer {
             }),
             aborted: AtomicBool::new(false),
             hangup: AtomicU8::new(0),
+            send_timeout: Mutex::new(None),
         }
+    }
+
+    /// Limits how long a send waits for a peer that does not read.
+    pub(crate) fn set_send_timeout(&self, timeout: Duration) {
+        *self.send_timeout.lock().unwrap_or_else(|e| e.into_inner()) = Some(timeout);
+    }
+
+    /// The socket under the session.
+    pub(crate) fn socket(&self) -> &TcpStream {
+        &self.socket
     }
 
     /// How the peer hung up, once it has.
@@ -124,7 +139,9 @@ impl TlsPeer {
                 session.write_tls(out)?;
             }
         }
-        let result = write_all_checked(&self.socket, out, &self.aborted);
+        let timeout = *self.send_timeout.lock().unwrap_or_else(|e| e.into_inner());
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let result = write_all_checked(&self.socket, out, &self.aborted, deadline);
         out.clear();
         result
     }
@@ -275,8 +292,16 @@ impl Peer for TlsPeer {
     fn hang_up(&self) -> io::Result<()> {
         let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
         self.session().send_close_notify();
-        self.write_pending(&mut out)?;
-        self.socket.shutdown(Shutdown::Write)
+        let result = self
+            .write_pending(&mut out)
+            .and_then(|()| self.socket.shutdown(Shutdown::Write));
+        match result {
+            // A peer that has closed its whole socket after hanging up (an
+            // HTTP/1.0 server, say) may answer the close_notify with a reset: our
+            // hang-up then has nobody left to tell, which is no failure.
+            Err(_) if self.hangup().is_some() => Ok(()),
+            other => other,
+        }
     }
 
     fn abort(&self) {

@@ -13,7 +13,7 @@ use crate::util::*;
 
 /// A netrecord replay process with its stdout and stderr collected line by line,
 /// killed by its own handle if a test ends without waiting for it.
-struct Run {
+pub(crate) struct Run {
     child: Option<Child>,
     stdout: Arc<Mutex<Vec<String>>>,
     stderr: Arc<Mutex<Vec<String>>>,
@@ -21,14 +21,14 @@ struct Run {
 }
 
 /// What a finished run left behind.
-struct Done {
-    status: ExitStatus,
-    stdout: Vec<String>,
-    stderr: Vec<String>,
+pub(crate) struct Done {
+    pub(crate) status: ExitStatus,
+    pub(crate) stdout: Vec<String>,
+    pub(crate) stderr: Vec<String>,
 }
 
 impl Done {
-    fn stdout_has(&self, text: &str) -> bool {
+    pub(crate) fn stdout_has(&self, text: &str) -> bool {
         self.stdout.iter().any(|l| l.contains(text))
     }
 }
@@ -57,7 +57,7 @@ impl Run {
     }
 
     /// Starts `replay-server <log> 0 <extra>` and waits for its startup line.
-    fn server(log: &Path, extra: &[&str]) -> (Run, SocketAddr) {
+    pub(crate) fn server(log: &Path, extra: &[&str]) -> (Run, SocketAddr) {
         Run::server_of(&[log], extra)
     }
 
@@ -91,7 +91,7 @@ impl Run {
     }
 
     /// Waits (within the deadline) for the process to exit by itself.
-    fn finish(mut self) -> Done {
+    pub(crate) fn finish(mut self) -> Done {
         let mut child = self.child.take().unwrap();
         let status = wait_child(&mut child);
         for reader in self.readers.drain(..) {
@@ -130,7 +130,7 @@ fn collect(pipe: impl Read + Send + 'static, lines: Arc<Mutex<Vec<String>>>) -> 
 }
 
 /// Runs `netrecord <args>` to its end.
-fn netrecord(args: &[&str]) -> Done {
+pub(crate) fn netrecord(args: &[&str]) -> Done {
     Run::start(args).finish()
 }
 

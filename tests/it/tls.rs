@@ -950,3 +950,68 @@ fn bad_tls_options_are_one_line_and_create_nothing() {
         .collect();
     assert_eq!(left, ["garbage.pem"], "only the test's own file is there");
 }
+
+#[test]
+fn replay_over_tls_serves_curl_and_matches_the_live_server() {
+    if !need(&["curl", "python3"]) {
+        return;
+    }
+    let ca = TestCa::new();
+    let www = tempfile::tempdir().unwrap();
+    let body = pattern(20_000, 9);
+    std::fs::write(www.path().join("file"), &body).unwrap();
+    let server = python_https(www.path(), Some((&ca.cert(), &ca.key())));
+    let ca_arg = ca.ca();
+    let (proxy, dir) = tls_proxy(
+        server.port,
+        &[
+            "-q",
+            "--tls-listen",
+            "--tls-upstream",
+            "--tls-ca",
+            ca_arg.to_str().unwrap(),
+        ],
+    );
+    let ours = netrecord_ca(&dir);
+    let (status, got) = curl(&[
+        "--cacert",
+        ours.to_str().unwrap(),
+        &format!("https://localhost:{}/file", proxy.addr.port()),
+    ]);
+    assert_eq!((status, sha256(&got)), (0, sha256(&body)));
+    proxy.wait_ended(1);
+    let log = proxy.log(1);
+
+    // replay-server answers curl over TLS with the recorded bytes.
+    let ca_dir = dir.path().join("ca");
+    let (replay, addr) = crate::replay::Run::server(&log, &["--tls-listen", "--tls-ca-dir", ca_dir.to_str().unwrap()]);
+    let (status, got) = curl(&[
+        "--cacert",
+        ours.to_str().unwrap(),
+        &format!("https://localhost:{}/file", addr.port()),
+    ]);
+    assert_eq!((status, sha256(&got)), (0, sha256(&body)), "curl got the recorded body");
+    let done = replay.finish();
+    assert!(
+        done.stdout_has("matched the recording"),
+        "{:?} {:?}",
+        done.stdout,
+        done.stderr
+    );
+
+    // replay-client over TLS matches the live server, its Date masked.
+    let port = server.port.to_string();
+    let done = crate::replay::netrecord(&[
+        "replay-client",
+        log.to_str().unwrap(),
+        "localhost",
+        &port,
+        "--tls-upstream",
+        "--tls-ca",
+        ca_arg.to_str().unwrap(),
+        "--mask",
+        "Date: [^\\r]*",
+    ]);
+    assert!(done.status.success(), "{:?} {:?}", done.stdout, done.stderr);
+    assert!(done.stdout.last().unwrap().contains("matched"), "{:?}", done.stdout);
+}

@@ -71,10 +71,10 @@ pub struct RecordArgs {
     #[arg(short, long)]
     pub quiet: bool,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "TLS")]
     pub tls_listen: TlsListenArgs,
 
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "TLS")]
     pub tls_upstream: TlsUpstreamArgs,
 
     /// Append the TLS session keys of both legs to FILE in the NSS key log format
@@ -89,27 +89,21 @@ pub struct RecordArgs {
 #[derive(Debug, Clone, Args)]
 pub struct TlsListenArgs {
     /// Clients connect with TLS: netrecord terminates it and records the plaintext.
-    #[arg(long, help_heading = "TLS")]
+    #[arg(long)]
     pub tls_listen: bool,
 
     /// The certificate (PEM, chain allowed) to present to clients, instead of one
     /// minted by netrecord's CA.
-    #[arg(long, value_name = "FILE", requires_all = ["tls_listen", "tls_key"], help_heading = "TLS")]
+    #[arg(long, value_name = "FILE", requires_all = ["tls_listen", "tls_key"])]
     pub tls_cert: Option<PathBuf>,
 
     /// The private key (PEM) of --tls-cert.
-    #[arg(long, value_name = "FILE", requires = "tls_cert", help_heading = "TLS")]
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
     pub tls_key: Option<PathBuf>,
 
     /// Where netrecord keeps its CA (netrecord-ca.pem, netrecord-ca-key.pem), made
     /// on first use [default: $XDG_DATA_HOME/netrecord, else ~/.local/share/netrecord].
-    #[arg(
-        long,
-        value_name = "DIR",
-        requires = "tls_listen",
-        conflicts_with = "tls_cert",
-        help_heading = "TLS"
-    )]
+    #[arg(long, value_name = "DIR", requires = "tls_listen", conflicts_with = "tls_cert")]
     pub tls_ca_dir: Option<PathBuf>,
 }
 
@@ -119,22 +113,22 @@ pub struct TlsListenArgs {
 pub struct TlsUpstreamArgs {
     /// Connect to the server with TLS, verifying its certificate against the
     /// system's trust store (and --tls-ca).
-    #[arg(long, help_heading = "TLS")]
+    #[arg(long)]
     pub tls_upstream: bool,
 
     /// Also trust the CA certificates in FILE (PEM) for the server.
-    #[arg(long, value_name = "FILE", requires = "tls_upstream", help_heading = "TLS")]
+    #[arg(long, value_name = "FILE", requires = "tls_upstream")]
     pub tls_ca: Option<PathBuf>,
 
     /// Do not verify the server's certificate (anyone in the middle can then read
     /// the traffic).
-    #[arg(long, requires = "tls_upstream", conflicts_with = "tls_ca", help_heading = "TLS")]
+    #[arg(long, requires = "tls_upstream", conflicts_with = "tls_ca")]
     pub tls_insecure: bool,
 
     /// The name to send as SNI and to verify the server's certificate against
     /// [default: the name the client asked for with --tls-listen, else the server
     /// host when it is a name].
-    #[arg(long, value_name = "NAME", requires = "tls_upstream", help_heading = "TLS")]
+    #[arg(long, value_name = "NAME", requires = "tls_upstream")]
     pub tls_server_name: Option<String>,
 }
 

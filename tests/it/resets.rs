@@ -131,14 +131,16 @@ fn unresponsive() -> (SocketAddr, socket2::Socket, Vec<TcpStream>) {
     listener.listen(0).unwrap();
     let addr: SocketAddr = listener.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
-    // Bounded: stop at the first handshake that does not complete.
-    for _ in 0..8 {
-        match TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+    // Bounded: stop at the first handshake that does not complete. A full queue
+    // drops the SYN and its retransmits, so the wait is long enough that a slow,
+    // busy machine does not mistake a late handshake for a full queue.
+    for _ in 0..16 {
+        match TcpStream::connect_timeout(&addr, Duration::from_millis(1500)) {
             Ok(s) => fillers.push(s),
-            Err(_) => break,
+            Err(_) => return (addr, listener, fillers),
         }
     }
-    (addr, listener, fillers)
+    panic!("the listen queue never filled up");
 }
 
 #[test]

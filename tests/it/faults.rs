@@ -584,7 +584,10 @@ fn kill_9_during_bulk_transfers_leaves_logs_cut_only_in_their_last_record() {
     for run in 0..10 {
         let received_by_server = std::sync::Arc::new(std::sync::Mutex::new(None));
         let upstream = {
-            let (data, received) = (std::sync::Arc::clone(&to_client), std::sync::Arc::clone(&received_by_server));
+            let (data, received) = (
+                std::sync::Arc::clone(&to_client),
+                std::sync::Arc::clone(&received_by_server),
+            );
             Upstream::start(move |s| {
                 let reader = s.try_clone().unwrap();
                 let got = thread::spawn(move || read_until_gone(&reader));
@@ -607,12 +610,16 @@ fn kill_9_during_bulk_transfers_leaves_logs_cut_only_in_their_last_record() {
         let log_path = proxy.log(1);
         // Kill it at a different point of the transfer each run.
         let at = (2 + run as u64 * 2) << 20;
-        wait_until("the log to grow", || std::fs::metadata(&log_path).is_ok_and(|m| m.len() > at));
+        wait_until("the log to grow", || {
+            std::fs::metadata(&log_path).is_ok_and(|m| m.len() > at)
+        });
         proxy.kill();
         let got_by_client = receiver.join().unwrap();
         drop(client);
         sender.join().unwrap();
-        wait_until("the server to see the end", || received_by_server.lock().unwrap().is_some());
+        wait_until("the server to see the end", || {
+            received_by_server.lock().unwrap().is_some()
+        });
         let got_by_server = received_by_server.lock().unwrap().take().unwrap();
 
         let log = read_log(&log_path);

@@ -24,6 +24,9 @@ Examples:
   Record redis-cli's traffic with a Redis server on port 6379:
     netrecord localhost 6379 7000 /tmp/redis &
     redis-cli -p 7000 ping
+  Record Redis and an HTTP service in one run, with one timeline:
+    netrecord localhost 6379 7000 /tmp/sys --forward 7001=127.0.0.1:8000 &
+    netrecord show --merge /tmp/sys_[0-9]*
   Show the first connection's log:
     netrecord show /tmp/redis_1
   Export every connection to pcap for Wireshark:

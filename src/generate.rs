@@ -238,6 +238,16 @@ fn description(r: &mut Roff) {
     )]);
     r.control("PP", []);
     r.text([roman(
+        "Each --forward PROXY_PORT=HOST:PORT adds one more forward to the run, with its own listener and \
+         server; all forwards share one clock, one log root, one run index and one sequence of connection \
+         numbers, so show --merge on the run's logs is the whole system's timeline. The index line of each \
+         connection names its forward (listen) and its server as given (upstream_name). \
+         --max-log-bytes and --max-run-bytes end recording (never traffic) once a log or the whole run \
+         holds that many payload bytes; --max-connections bounds the connections in flight, and clients \
+         beyond it wait in the listen backlog.",
+    )]);
+    r.control("PP", []);
+    r.text([roman(
         "By default only this host can connect (the proxy listens on 127.0.0.1). \
          With --listen 0.0.0.0 or --listen :: anyone who can reach the port can use the server through it, \
          and is recorded.",
@@ -421,7 +431,8 @@ fn files(r: &mut Roff) {
     r.text([italic("LOG_FILE_ROOT"), roman("_index.jsonl")]);
     r.text([roman(
         "The run index: one JSON object per line, one line per connection, written when the connection \
-         ends: its number and log, the client's and the server's addresses, when it started (wall clock \
+         ends: its number and log, the client's address, the proxy address it connected to and the server \
+         (as given, and the address used), when it started (wall clock \
          and run clock) and ended, the bytes each side sent, and how each side ended (hup, err or open) \
          with the error text, and why a log is incomplete (log_error). Every accepted connection has \
          exactly one line. A restart with the same root appends to it; an existing index that is not \
@@ -437,7 +448,7 @@ fn files(r: &mut Roff) {
 
 fn examples(r: &mut Roff) {
     r.control("SH", ["EXAMPLES"]);
-    let examples: [(&str, &[&str]); 7] = [
+    let examples: [(&str, &[&str]); 9] = [
         (
             "Record redis-cli's traffic with a Redis server on port 6379:",
             &["netrecord localhost 6379 7000 /tmp/redis &", "redis-cli -p 7000 ping"],
@@ -465,6 +476,17 @@ fn examples(r: &mut Roff) {
         (
             "Record a database's clients from other hosts, quietly:",
             &["netrecord --listen :: -q db.internal 5432 5432 /var/tmp/pg"],
+        ),
+        (
+            "Record a whole system in one run: Redis, an HTTP service and a database on ::1, one timeline:",
+            &[
+                "netrecord localhost 6379 7000 /tmp/sys --forward 7001=127.0.0.1:8000 --forward 7002=[::1]:5432 &",
+                "netrecord show --merge /tmp/sys_[0-9]*",
+            ],
+        ),
+        (
+            "Keep each log under 64 MiB and the whole run under 10 GiB:",
+            &["netrecord --max-log-bytes 64M --max-run-bytes 10G db.internal 5432 5432 /var/tmp/pg"],
         ),
     ];
     for (what, commands) in examples {

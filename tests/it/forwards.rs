@@ -330,3 +330,47 @@ fn bad_forwards_are_refused_with_one_line_and_nothing_created() {
     }
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0, "nothing created");
 }
+
+#[test]
+fn a_connection_that_reached_no_server_keeps_its_service_port_in_the_pcap() {
+    if !have_tool("tshark") {
+        skip("tshark is not installed (CI installs it)");
+        return;
+    }
+    let closed = free_addr("127.0.0.1:0");
+    let up = Upstream::echo();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let forward = format!("0={closed}");
+    let proxy = Proxy::start_in("127.0.0.1", up.addr.port(), &root, &["--forward", &forward], |_| {});
+    let at = listening(&proxy, 2);
+    let client = connect(at[1]);
+    let _ = read_all_or_reset(&client);
+    let entries = proxy.wait_ended(1);
+    assert_eq!(entries[0].upstream, None);
+    assert_eq!(entries[0].upstream_name.as_deref(), Some(closed.to_string().as_str()));
+    let pcap = dir.path().join("rec.pcap");
+    let out = Command::new(BIN)
+        .arg("pcap")
+        .arg(proxy.log(1))
+        .arg("-o")
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-Y", "tcp.flags.syn==1", "-T", "fields", "-e", "tcp.dstport"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(text.lines().next(), Some(closed.port().to_string().as_str()), "{text}");
+}
+
+/// Reads until EOF or a reset.
+fn read_all_or_reset(s: &TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let _ = std::io::Read::read_to_end(&mut &*s, &mut got);
+    got
+}

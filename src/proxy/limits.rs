@@ -56,6 +56,9 @@ impl Budget {
         if let Some(why) = self.run_full() {
             return Err(Refused::Run { why, first: false });
         }
+        if n == 0 {
+            return Ok(());
+        }
         let before = self.run_used.fetch_add(n, Ordering::SeqCst);
         if before.saturating_add(n) > max {
             self.run_used.fetch_sub(n, Ordering::SeqCst);

@@ -49,6 +49,11 @@ const BACKOFF_MAX: Duration = Duration::from_millis(200);
 /// How often a wait in the accept loop looks whether the run is stopping.
 const STOP_POLL: Duration = Duration::from_millis(100);
 
+/// How long the accept loop waits for a client before it looks again. A stop
+/// wakes it at once (shutting a listener down makes it readable); this is only
+/// a safety net.
+const POLL_TIMEOUT_MS: i32 = 1000;
+
 /// How long an exit at once waits for records being written.
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(1);
 
@@ -231,7 +236,7 @@ fn check_log_dir(root: &Path) -> anyhow::Result<()> {
     let bytes = root.as_os_str().as_encoded_bytes();
     if root.is_dir() || root.file_name().is_none() || bytes.ends_with(b"/") || bytes.ends_with(b"/.") {
         bail!(
-            "log file root {} is a directory, not a file name prefix: give one, e.g. {} (logs are <root>_N)",
+            "log file root {} names a directory, not a file name prefix: give one, e.g. {} (logs are <root>_N)",
             root.display(),
             root.join("rec").display()
         );
@@ -380,13 +385,7 @@ fn accept_loop(listeners: &[(TcpListener, Arc<Shared>)], run: &Run, stop: &Stop)
     let mut backoff = Backoff::default();
     while run.wait_for_room(stop) {
         // SAFETY: fds is a valid array of pollfd of the length given.
-        let ready = unsafe {
-            libc::poll(
-                fds.as_mut_ptr(),
-                fds.len() as libc::nfds_t,
-                STOP_POLL.as_millis() as i32,
-            )
-        };
+        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_TIMEOUT_MS) };
         if ready <= 0 {
             continue;
         }

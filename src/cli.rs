@@ -24,6 +24,9 @@ Examples:
   Record redis-cli's traffic with a Redis server on port 6379:
     netrecord localhost 6379 7000 /tmp/redis &
     redis-cli -p 7000 ping
+  Record Redis and an HTTP service in one run, with one timeline:
+    netrecord localhost 6379 7000 /tmp/sys --forward 7001=127.0.0.1:8000 &
+    netrecord show --merge /tmp/sys_[0-9]*
   Show the first connection's log:
     netrecord show /tmp/redis_1
   Export every connection to pcap for Wireshark:
@@ -66,11 +69,32 @@ pub struct RecordArgs {
     #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
     pub connect_timeout: Duration,
 
-    /// Print only the startup line, errors and the final summary, not a line per
+    /// Print only the startup lines, errors and the final summary, not a line per
     /// connection.
     #[arg(short, long)]
     pub quiet: bool,
 
+    /// Another forward in the same run: clients of PROXY_PORT go to HOST:PORT, with
+    /// one clock, one log root and one run index for all. Repeatable; an IPv6 host
+    /// goes in brackets (7002=[::1]:5432); a PROXY_PORT of 0 picks a free port.
+    #[arg(long = "forward", value_name = "PROXY_PORT=HOST:PORT", value_parser = forward)]
+    pub forwards: Vec<ForwardArg>,
+
+    /// Stop recording a connection once its log holds this many payload bytes
+    /// (e.g. 64M, 1G, 500000; K, M and G are powers of 1024): the log ends after its
+    /// last whole record and the connection flows on unrecorded.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_log_bytes: Option<u64>,
+
+    /// Stop recording once all logs of the run together hold this many payload
+    /// bytes: connections flow on unrecorded, and new ones get no log.
+    #[arg(long, value_name = "SIZE", value_parser = size)]
+    pub max_run_bytes: Option<u64>,
+
+    /// At most this many connections in flight; beyond it new clients wait in the
+    /// listen backlog until one ends.
+    #[arg(long, value_name = "N", default_value = "10000", value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
     #[command(flatten, next_help_heading = "TLS")]
     pub tls_listen: TlsListenArgs,
 
@@ -130,6 +154,112 @@ pub struct TlsUpstreamArgs {
     /// host when it is a name].
     #[arg(long, value_name = "NAME", requires = "tls_upstream")]
     pub tls_server_name: Option<String>,
+}
+
+/// One `--forward PROXY_PORT=HOST:PORT`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardArg {
+    /// The port to accept this forward's clients on (0 picks a free one).
+    pub proxy_port: u16,
+    /// The server: a name, an IPv4 address or an IPv6 address (without brackets).
+    pub host: String,
+    pub port: u16,
+}
+
+/// Parses `PROXY_PORT=HOST:PORT`, with an IPv6 host in brackets.
+pub fn forward(s: &str) -> Result<ForwardArg, String> {
+    let form = "expected PROXY_PORT=HOST:PORT, e.g. 7002=db.local:5432 or 7002=[::1]:5432";
+    let (proxy_port, server) = s.split_once('=').ok_or(form)?;
+    let proxy_port: u16 = proxy_port
+        .parse()
+        .map_err(|_| format!("{proxy_port:?} is not a proxy port (0-65535); {form}"))?;
+    let (host, port) = match server.strip_prefix('[') {
+        Some(rest) => {
+            let (host, port) = rest.split_once("]:").ok_or(form)?;
+            host.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{host:?} is not an IPv6 address"))?;
+            (host, port)
+        }
+        None => {
+            let (host, port) = server.rsplit_once(':').ok_or(form)?;
+            if host.contains(':') {
+                return Err(format!("put the IPv6 address {host} in brackets: [{host}]:{port}"));
+            }
+            (host, port)
+        }
+    };
+    if host.is_empty() {
+        return Err(form.into());
+    }
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p != 0)
+        .ok_or_else(|| format!("{port:?} is not a server port (1-65535)"))?;
+    Ok(ForwardArg {
+        proxy_port,
+        host: host.to_string(),
+        port,
+    })
+}
+
+/// Parses a size in bytes: a positive whole number, optionally followed by K, M
+/// or G (KiB, MiB, GiB).
+pub fn size(s: &str) -> Result<u64, String> {
+    let bad = || format!("{s:?} is not a size: expected a positive number of bytes, optionally with K, M or G");
+    let (digits, unit) = match s.char_indices().last() {
+        Some((i, c)) if c.is_ascii_alphabetic() => (&s[..i], c.to_ascii_uppercase()),
+        _ => (s, 'B'),
+    };
+    let shift = match unit {
+        'B' => 0,
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        _ => return Err(bad()),
+    };
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| format!("{s:?} is too large"))?;
+    let bytes = n.checked_mul(1 << shift).ok_or_else(|| format!("{s:?} is too large"))?;
+    if bytes == 0 {
+        return Err(format!("{s:?} is not a size: it must be at least 1 byte"));
+    }
+    Ok(bytes)
+}
+
+impl Cli {
+    /// Parses the command line, then the checks that span several arguments, as
+    /// clap errors (one line, exit status 2).
+    pub fn parse_checked() -> Result<Cli, clap::Error> {
+        let cli = Cli::try_parse()?;
+        if cli.command.is_none() {
+            cli.record.check()?;
+        }
+        Ok(cli)
+    }
+}
+
+impl RecordArgs {
+    /// No proxy port may be given to two forwards (0, a free port each, may).
+    fn check(&self) -> Result<(), clap::Error> {
+        use clap::CommandFactory;
+        let mut seen = std::collections::HashSet::new();
+        let ports = self
+            .proxy_port
+            .into_iter()
+            .chain(self.forwards.iter().map(|f| f.proxy_port));
+        for port in ports.filter(|&p| p != 0) {
+            if !seen.insert(port) {
+                return Err(Cli::command().error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    format!("proxy port {port} is given to two forwards"),
+                ));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Parses a positive number of seconds, fractions allowed (`0.5`).
@@ -552,5 +682,56 @@ mod tests {
         ])
         .unwrap_err();
         assert!(e.to_string().contains("unclosed group"), "{e}");
+    }
+
+    #[test]
+    fn forwards_parse_with_names_and_bracketed_ipv6() {
+        let f = |s: &str| forward(s);
+        let want = |p: u16, h: &str, port: u16| {
+            Ok(ForwardArg {
+                proxy_port: p,
+                host: h.into(),
+                port,
+            })
+        };
+        assert_eq!(f("7002=db.local:5432"), want(7002, "db.local", 5432));
+        assert_eq!(f("7002=[::1]:5432"), want(7002, "::1", 5432));
+        assert_eq!(f("0=127.0.0.1:80"), want(0, "127.0.0.1", 80));
+        for bad in [
+            "7000",
+            "=x:1",
+            "7000=host",
+            "7000=host:70000",
+            "7000=host:0",
+            "7000=:80",
+            "x=h:1",
+            "7000=::1:80",
+            "7000=[::1]80",
+            "7000=[nope]:80",
+            "70000=h:1",
+        ] {
+            assert!(f(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_take_binary_suffixes_and_refuse_nonsense() {
+        assert_eq!(size("500000"), Ok(500_000));
+        assert_eq!(size("64M"), Ok(64 << 20));
+        assert_eq!(size("1G"), Ok(1 << 30));
+        assert_eq!(size("2k"), Ok(2048));
+        for bad in [
+            "0",
+            "0K",
+            "-1",
+            "12Q",
+            "",
+            "M",
+            "1.5M",
+            "99999999999G",
+            "18446744073709551616",
+        ] {
+            assert!(size(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -220,15 +220,31 @@ fn description(r: &mut Roff) {
         italic("SERVER_PORT"),
         roman(
             ". It records both directions of each connection, with timestamps, in a log file of its own, \
-             and adds a line per finished connection to a run index. It runs until it receives SIGINT or \
-             SIGTERM, then reports the connections still open and exits.",
+             and adds a line per connection to a run index. It runs until it receives SIGINT, SIGTERM or \
+             SIGHUP, then writes the index lines of the connections still open, prints a summary and exits; \
+             a second signal while it stops exits at once.",
         ),
     ]);
     r.control("PP", []);
     r.text([roman(
-        "Every byte is written to the log before it is forwarded, and each record is written whole, \
-         so a log cut short by a crash or a full disk still ends with a whole record. \
-         One connection's failure is reported on standard error and never stops the proxy.",
+        "Every byte is written to the log before it is forwarded, and each record is written with one \
+         write. A log cut short by a full disk or a stop ends after its last whole record. After kill -9 \
+         or a crash, every record but the last is whole; the last may be cut inside its payload, which \
+         readers report as cut short, never as corrupt, and no peer received its missing bytes. \
+         A full disk never stops traffic: a connection that cannot be recorded is forwarded unrecorded, \
+         and its index line says why. A reset from one peer reaches the other as a reset. \
+         One connection's failure is reported on standard error and never stops the proxy, \
+         and a standard error nobody reads never stalls it (lines are queued, then dropped and counted).",
+    )]);
+    r.control("PP", []);
+    r.text([roman(
+        "Each --forward PROXY_PORT=HOST:PORT adds one more forward to the run, with its own listener and \
+         server; all forwards share one clock, one log root, one run index and one sequence of connection \
+         numbers, so show --merge on the run's logs is the whole system's timeline. The index line of each \
+         connection names its forward (listen) and its server as given (upstream_name). \
+         --max-log-bytes and --max-run-bytes end recording (never traffic) once a log or the whole run \
+         holds that many payload bytes; --max-connections bounds the connections in flight, and clients \
+         beyond it wait in the listen backlog.",
     )]);
     r.control("PP", []);
     r.text([roman(
@@ -334,14 +350,19 @@ fn log_format(r: &mut Roff) {
          is a connection still open, or cut short; the records it has are still valid. \
          netrecord check validates logs against these rules.",
     )]);
+    r.control("PP", []);
+    r.text([roman(
+        "The full contract, with the connection numbers, every field of the run index and the \
+         permissions, is FORMAT.md in netrecord's source repository.",
+    )]);
 }
 
 fn exit_status(r: &mut Roff) {
     r.control("SH", ["EXIT STATUS"]);
-    let statuses: [(&str, &str); 3] = [
+    let statuses: [(&str, &str); 4] = [
         (
             "0",
-            "Success: the proxy was stopped by SIGINT or SIGTERM; show or pcap wrote its output; \
+            "Success: the proxy was stopped by SIGINT, SIGTERM or SIGHUP; show or pcap wrote its output; \
              check found every log valid; the replay matched the recording. \
              A reader that goes away early (netrecord show log | head) is not an error.",
         ),
@@ -354,6 +375,11 @@ fn exit_status(r: &mut Roff) {
         (
             "2",
             "A usage error: an unknown option, or a missing or malformed argument.",
+        ),
+        (
+            "129, 130, 143",
+            "The proxy got a second SIGHUP, SIGINT or SIGTERM while stopping and exited at once \
+             (128 plus the signal's number).",
         ),
     ];
     for (code, meaning) in statuses {
@@ -416,9 +442,12 @@ fn files(r: &mut Roff) {
     r.text([italic("LOG_FILE_ROOT"), roman("_index.jsonl")]);
     r.text([roman(
         "The run index: one JSON object per line, one line per connection, written when the connection \
-         ends: its number and log, the client's and the server's addresses, when it started (wall clock \
+         ends: its number and log, the client's address, the proxy address it connected to and the server \
+         (as given, and the address used), when it started (wall clock \
          and run clock) and ended, the bytes each side sent, and how each side ended (hup, err or open) \
-         with the error text. A restart with the same root appends to it. pcap reads it to give packets \
+         with the error text, and why a log is incomplete (log_error). Every accepted connection has \
+         exactly one line. A restart with the same root appends to it; an existing index that is not \
+         this user's own regular file, or is writable by others, is refused. pcap reads it to give packets \
          their real addresses and times. Log globs should leave it out: ",
     )]);
     r.text([
@@ -438,7 +467,7 @@ fn files(r: &mut Roff) {
 
 fn examples(r: &mut Roff) {
     r.control("SH", ["EXAMPLES"]);
-    let examples: [(&str, &[&str]); 9] = [
+    let examples: &[(&str, &[&str])] = &[
         (
             "Record redis-cli's traffic with a Redis server on port 6379:",
             &["netrecord localhost 6379 7000 /tmp/redis &", "redis-cli -p 7000 ping"],
@@ -475,8 +504,27 @@ fn examples(r: &mut Roff) {
             "Record a database's clients from other hosts, quietly:",
             &["netrecord --listen :: -q db.internal 5432 5432 /var/tmp/pg"],
         ),
+        (
+            "Record a whole system in one run: Redis, an HTTP service and a database on ::1, one timeline:",
+            &[
+                "netrecord localhost 6379 7000 /tmp/sys --forward 7001=127.0.0.1:8000 --forward 7002=[::1]:5432 &",
+                "netrecord show --merge /tmp/sys_[0-9]*",
+            ],
+        ),
+        (
+            "Keep each log under 64 MiB and the whole run under 10 GiB:",
+            &["netrecord --max-log-bytes 64M --max-run-bytes 10G db.internal 5432 5432 /var/tmp/pg"],
+        ),
+        (
+            "Record an HTTPS API in plaintext, curl trusting netrecord's CA:",
+            &[
+                "netrecord api.example.com 443 7443 /tmp/api --tls-listen --tls-upstream \\",
+                "    --tls-server-name api.example.com &",
+                "curl --cacert ~/.local/share/netrecord/netrecord-ca.pem https://localhost:7443/",
+            ],
+        ),
     ];
-    for (what, commands) in examples {
+    for &(what, commands) in examples {
         r.control("PP", []);
         r.text([roman(what)]);
         verbatim(r, commands);

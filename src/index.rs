@@ -14,7 +14,8 @@
 //! {"conn":1,"log":"/tmp/rec_1","client":"127.0.0.1:50312","upstream":"127.0.0.1:6379",
 //!  "start_unix_us":1795710633123456,"start_us":104,"end_us":1204602,
 //!  "client_bytes":6,"server_bytes":7,"client_end":"hup","client_error":null,
-//!  "server_end":"hup","server_error":null,"log_error":null}
+//!  "server_end":"hup","server_error":null,"log_error":null,"listen":"127.0.0.1:7000",
+//!  "upstream_name":"localhost:6379"}
 //! ```
 
 use std::fs::{File, OpenOptions};
@@ -60,6 +61,14 @@ pub struct Entry {
     pub server_error: Option<String>,
     /// Why recording stopped early for this connection (e.g. the disk filled up).
     pub log_error: Option<String>,
+    /// The proxy address the client connected to: which forward of the run it
+    /// came through (absent in indexes of older versions).
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// The server as the user named it (`db.local:5432`), for knowing which
+    /// service a log belongs to (absent in indexes of older versions).
+    #[serde(default)]
+    pub upstream_name: Option<String>,
     /// `null` for a plain connection; else one entry per leg that used TLS.
     #[serde(default)]
     pub tls: Option<TlsInfo>,
@@ -316,6 +325,8 @@ mod tests {
             server_error: Some("Connection reset by peer (os error 104)".into()),
             log_error: None,
             tls: None,
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            upstream_name: Some("localhost:6379".into()),
         }
     }
 
@@ -330,6 +341,7 @@ mod tests {
         assert!(
             text.starts_with(r#"{"conn":1,"log":"/tmp/rec_1","client":"127.0.0.1:50312","upstream":"[::1]:6379","#)
         );
+        assert!(text.contains(r#""log_error":null,"listen":"127.0.0.1:7000","upstream_name":"localhost:6379","tls":null}"#));
         assert_eq!(read_index(index.path()).unwrap(), vec![entry(1), entry(2)]);
     }
 
@@ -375,6 +387,16 @@ mod tests {
             assert!(note.starts_with(&prefix), "{notes:?}");
         }
         assert!(notes[1].contains("missing field `log`"), "{notes:?}");
+    }
+
+    #[test]
+    fn lines_of_older_versions_still_read() {
+        let mut old = serde_json::to_value(entry(1)).unwrap();
+        let fields = old.as_object_mut().unwrap();
+        fields.remove("listen");
+        fields.remove("upstream_name");
+        let e: Entry = serde_json::from_value(old).unwrap();
+        assert_eq!((e.listen, e.upstream_name), (None, None));
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! netrecord: a TCP proxy that records every connection it forwards.
 //!
-//! The binary listens on a port, forwards each accepted connection to one server,
-//! and writes both directions, with timestamps, into a log file per connection.
+//! The binary listens on a port (one per forward), forwards each accepted
+//! connection to its forward's server, and writes both directions, with
+//! timestamps, into a log file per connection.
 //! Readers of those logs (show, check, pcap export, replay) live in the same crate.
 //!
 //! Modules, in the order data flows through them:
@@ -10,8 +11,9 @@
 //! - [`proxy`]: the recorder: startup checks and the accept loop (`mod.rs`), one
 //!   connection's life and shared state (`connection.rs`: its log behind a mutex,
 //!   how each side ended, byte counts), one direction of a connection (`relay.rs`:
-//!   recv, record, send; half-close and teardown), and the reusable blocking
-//!   threads that run connections (`threads.rs`).
+//!   recv, record, send; half-close and teardown), the size limits
+//!   (`limits.rs`), and the reusable blocking threads that run connections
+//!   (`threads.rs`).
 //! - `peer`: a peer's plaintext stream, what the relay needs from one side of a
 //!   connection (receive, send, hang up, abort with a reset), on plain TCP.
 //! - `tls`: TLS on either leg or both (`--tls-listen`, `--tls-upstream`): the

@@ -3,11 +3,10 @@
 use std::io;
 use std::process::ExitCode;
 
-use clap::Parser;
 use netrecord::cli::{Cli, Command};
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let cli = match Cli::parse_checked() {
         Ok(cli) => cli,
         Err(e) => return usage_error(e),
     };

@@ -1,8 +1,9 @@
 //! The netrecord log format: what one connection's recording looks like on disk.
 //!
-//! This module is the format's home in the code. The contract is the project's
-//! `FORMAT.md`; the summary here must agree with it, and where they disagree the
-//! code is wrong.
+//! This module is the format's home in the code. The contract is `FORMAT.md` at
+//! the root of the repository (the log format, connection numbers, the run index
+//! and permissions); the summary here must agree with it, and where they disagree
+//! the code is wrong.
 //!
 //! One log file per accepted connection, named `<root>_<N>` (N = 1, 2, ... in accept
 //! order, skipping names that already exist), created with mode 0600. A log is a
@@ -37,7 +38,9 @@
 //! Invariants every valid log holds, checked by [`Reader`]: `con` first and only
 //! first; times never decrease; no data from a side after its `hup`, at most one
 //! `hup` per side; nothing after `err`. A log that ends without both `hup`s or an
-//! `err` is a connection still open or cut short, never an error in itself.
+//! `err` is a connection still open or cut short, never an error in itself. Cut
+//! short by a full disk, a size limit or a stop, it ends after a whole record; by
+//! `kill -9`, its last record may be cut inside its payload ([`ReadError::Truncated`]).
 //!
 //! [`writer`] produces records (one write per record, timestamp taken under the
 //! connection's lock) and [`reader`] parses them back as a stream.

@@ -146,7 +146,13 @@ impl Placer {
                         .find(|e| e.conn == conn && e.log.file_name() == name)
                     {
                         Some(entry) => {
-                            let server = entry.upstream.unwrap_or(placement.endpoints.server);
+                            // A connection that reached no server keeps the port it
+                            // was for, so it is dissected with its service.
+                            let mut server = placement.endpoints.server;
+                            if let Some(port) = entry.upstream_name.as_deref().and_then(name_port) {
+                                server.set_port(port);
+                            }
+                            let server = entry.upstream.unwrap_or(server);
                             placement.endpoints = Endpoints::new(entry.client, server);
                             placement.epoch_us = runs[&run_start(entry)];
                         }
@@ -177,6 +183,11 @@ impl Placer {
         }
         placement
     }
+}
+
+/// The port of a server named `host:port` or `[v6]:port`.
+fn name_port(name: &str) -> Option<u16> {
+    name.rsplit_once(':')?.1.parse().ok()
 }
 
 /// Reads an index, or says why its logs get placeholders.
@@ -245,6 +256,8 @@ mod tests {
             server_error: None,
             log_error: None,
             tls: None,
+            listen: None,
+            upstream_name: None,
         }
     }
 

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use socket2::SockRef;
 
-use super::{Shared, relay};
+use super::limits::{Budget, Refused};
+use super::{Run, Shared, relay};
 use crate::index::{Entry, TlsInfo};
 use crate::log::{Clock, End, Event, LogWriter, Micros, Side};
 use crate::peer::{Peer, TcpPeer};
@@ -32,11 +33,28 @@ pub struct Conn {
     pub n: u64,
     /// The client's address.
     pub client: SocketAddr,
+    /// The proxy address the client connected to.
+    pub listen: Option<SocketAddr>,
+    /// The server as the user named it.
+    pub upstream_name: String,
     /// The log's path, for messages.
     pub log_path: PathBuf,
     start_unix_us: u64,
     clock: Clock,
+    /// The run's size limits, asked before each data record.
+    budget: Arc<Budget>,
     state: Mutex<State>,
+}
+
+/// What a new connection is, besides its log: what [`Conn::open`] needs.
+#[derive(Debug)]
+pub struct Accepted {
+    pub n: u64,
+    pub client: SocketAddr,
+    pub listen: Option<SocketAddr>,
+    pub upstream_name: String,
+    /// Where its log is, or would have been.
+    pub log_path: PathBuf,
 }
 
 #[derive(Debug)]
@@ -48,7 +66,10 @@ struct State {
     upstream: Option<SocketAddr>,
     tls: Option<TlsInfo>,
     start: Micros,
+    /// Bytes each side sent, recorded or not.
     bytes: [u64; 2],
+    /// Payload bytes in the log, both sides: what the size limit counts.
+    logged: u64,
     ended: [End; 2],
     /// The OS error text of a side that ended in `err`.
     errors: [Option<String>; 2],
@@ -73,7 +94,7 @@ impl Conn {
     /// could not be created (`log` is why), or not even `con` fits, the connection
     /// is forwarded unrecorded and [`Conn::log_error`] says why: a full disk must
     /// not refuse clients.
-    pub fn open(n: u64, client: SocketAddr, log_path: PathBuf, log: Result<LogWriter, String>, clock: Clock) -> Conn {
+    pub fn open(who: Accepted, log: Result<LogWriter, String>, clock: Clock, budget: Arc<Budget>) -> Conn {
         let start_unix_us = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_micros() as u64);
@@ -82,11 +103,14 @@ impl Conn {
             Err(why) => (None, Some(why)),
         };
         let conn = Conn {
-            n,
-            client,
-            log_path,
+            n: who.n,
+            client: who.client,
+            listen: who.listen,
+            upstream_name: who.upstream_name,
+            log_path: who.log_path,
             start_unix_us,
             clock,
+            budget,
             state: Mutex::new(State {
                 log,
                 log_error,
@@ -94,6 +118,7 @@ impl Conn {
                 tls: None,
                 start: Micros(0),
                 bytes: [0; 2],
+                logged: 0,
                 ended: [End::Open, End::Open],
                 errors: [None, None],
                 torn_down: false,
@@ -189,20 +214,45 @@ impl Conn {
         Recorded::Go
     }
 
-    /// Appends a record stamped now. A failed write stops recording for this
-    /// connection (the writer has already cut the log back to whole records) but
-    /// not the traffic.
+    /// Appends a record stamped now. A record the size limits have no room for
+    /// is not written, and a failed write is cut back to whole records by the
+    /// writer: either way recording stops for this connection, not its traffic.
     fn append(&self, state: &mut State, side: Side, event: Event, payload: &[u8]) {
-        let Some(log) = state.log.as_mut() else { return };
-        if let Err(e) = log.append(side, self.clock.now(), event, payload) {
-            let msg = format!("failed to write log {}: {e}", self.log_path.display());
-            say!(
-                "#{}: {msg}; recording stopped for this connection, traffic still flows",
-                self.n
-            );
-            state.log = None;
-            state.log_error = Some(msg);
+        if state.log.is_none() {
+            return;
         }
+        let n = payload.len() as u64;
+        if let Err(refused) = self.budget.admit(state.logged, n) {
+            let why = match refused {
+                Refused::Log(why) => why,
+                Refused::Run { why, first } => {
+                    if first {
+                        say!("{why}: recording stops, traffic still flows, and new connections get no log");
+                    }
+                    why
+                }
+            };
+            return self.stop_recording(state, why);
+        }
+        let Some(log) = state.log.as_mut() else { return };
+        match log.append(side, self.clock.now(), event, payload) {
+            Ok(()) => state.logged += n,
+            Err(e) => {
+                self.budget.give_back(n);
+                let why = format!("failed to write log {}: {e}", self.log_path.display());
+                self.stop_recording(state, why);
+            }
+        }
+    }
+
+    /// Ends this connection's log (it holds whole records) and says why, once.
+    fn stop_recording(&self, state: &mut State, why: String) {
+        say!(
+            "#{}: {why}; recording stopped for this connection, traffic still flows",
+            self.n
+        );
+        state.log = None;
+        state.log_error = Some(why);
     }
 
     /// Waits (up to `deadline`) until no record of this connection is being
@@ -240,6 +290,8 @@ impl Conn {
             server_error: state.errors[1].clone(),
             log_error: state.log_error.clone(),
             tls: state.tls.clone(),
+            listen: self.listen,
+            upstream_name: Some(self.upstream_name.clone()),
         })
     }
 }
@@ -454,25 +506,21 @@ impl Drop for LastOut {
 
 /// A connection has ended: write its index line and its end line.
 pub(super) fn finish(shared: &Shared, conn: &Conn) {
-    report(shared, conn);
+    report(&shared.run, conn);
 }
 
 /// Writes `conn`'s index line and end line, unless they are written already,
 /// then lets it go from the live set. Whoever gets the entry (the connection's
 /// own thread, or the stop) writes it, and the connection stays live until its
 /// line is out, so a stop that waits for the live set to empty loses no line.
-pub(super) fn report(shared: &Shared, conn: &Conn) {
+pub(super) fn report(run: &Run, conn: &Conn) {
     let Some(entry) = conn.report() else { return };
-    shared.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
-    shared.server_bytes.fetch_add(entry.server_bytes, Ordering::SeqCst);
-    if let Err(e) = shared.index.append(&entry) {
-        say!(
-            "#{}: failed to write index {}: {e}",
-            conn.n,
-            shared.index.path().display()
-        );
+    run.client_bytes.fetch_add(entry.client_bytes, Ordering::SeqCst);
+    run.server_bytes.fetch_add(entry.server_bytes, Ordering::SeqCst);
+    if let Err(e) = run.index.append(&entry) {
+        say!("#{}: failed to write index {}: {e}", conn.n, run.index.path().display());
     }
-    if !shared.config.quiet {
+    if !run.quiet {
         let side = |end: End, bytes: u64, error: &Option<String>, name: &str| match (end, error) {
             (End::Err, Some(e)) => format!("{name} sent {bytes} bytes (err: {e})"),
             (end, _) => format!("{name} sent {bytes} bytes ({end})"),
@@ -485,7 +533,7 @@ pub(super) fn report(shared: &Shared, conn: &Conn) {
             side(entry.server_end, entry.server_bytes, &entry.server_error, "server"),
         );
     }
-    shared.forget(conn.n);
+    run.forget(conn.n);
 }
 
 #[cfg(test)]
@@ -496,8 +544,14 @@ mod tests {
     fn open_conn(dir: &std::path::Path) -> Conn {
         let mut next = 1;
         let (n, log) = LogWriter::create_next(&dir.join("rec"), &mut next).unwrap();
-        let path = log.path().to_path_buf();
-        Conn::open(n, "127.0.0.1:1234".parse().unwrap(), path, Ok(log), Clock::start())
+        let who = Accepted {
+            n,
+            client: "127.0.0.1:1234".parse().unwrap(),
+            listen: Some("127.0.0.1:7000".parse().unwrap()),
+            upstream_name: "db.local:5432".into(),
+            log_path: log.path().to_path_buf(),
+        };
+        Conn::open(who, Ok(log), Clock::start(), Arc::new(Budget::new(Some(8), None)))
     }
 
     #[test]
@@ -527,6 +581,26 @@ mod tests {
                 (Side::Server, Event::Err)
             ]
         );
+    }
+
+    #[test]
+    fn a_record_past_the_size_limit_ends_the_log_but_not_the_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = open_conn(dir.path());
+        assert_eq!(conn.data(Side::Client, b"12345"), Recorded::Go);
+        assert_eq!(conn.data(Side::Server, b"6789"), Recorded::Go, "traffic flows on");
+        assert_eq!(conn.data(Side::Client, b"0"), Recorded::Go);
+        let entry = conn.report().unwrap();
+        assert_eq!((entry.client_bytes, entry.server_bytes), (6, 4));
+        assert_eq!(entry.log_error.as_deref(), Some("size limit reached: 8 bytes"));
+        assert_eq!(entry.listen, Some("127.0.0.1:7000".parse().unwrap()));
+        assert_eq!(entry.upstream_name.as_deref(), Some("db.local:5432"));
+        let shapes: Vec<_> = Reader::open(&conn.log_path)
+            .unwrap()
+            .map(|r| r.map(|r| r.event))
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(shapes, vec![Event::Con, Event::Data(5)]);
     }
 
     #[test]

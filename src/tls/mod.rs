@@ -72,6 +72,12 @@ pub(crate) struct Upstream {
     timeout: Duration,
 }
 
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.describe())
+    }
+}
+
 impl Tls {
     /// Builds the run's TLS setup from the command line; `None` for plain TCP on
     /// both legs. With `--tls-listen` and no `--tls-cert`, the CA is loaded or made

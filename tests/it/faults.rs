@@ -449,7 +449,7 @@ fn a_log_root_that_is_a_directory_is_refused() {
         refused(
             &["127.0.0.1", "80", "0", &root],
             1,
-            "is a directory, not a file name prefix",
+            "names a directory, not a file name prefix",
         );
     }
     assert!(listing(&dir).is_empty(), "{:?}", listing(&dir));

@@ -2,7 +2,9 @@
 
 mod check;
 mod faults;
+mod forwards;
 mod install;
+mod limits;
 mod pcap;
 mod proxy;
 mod replay;

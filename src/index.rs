@@ -341,7 +341,9 @@ mod tests {
         assert!(
             text.starts_with(r#"{"conn":1,"log":"/tmp/rec_1","client":"127.0.0.1:50312","upstream":"[::1]:6379","#)
         );
-        assert!(text.contains(r#""log_error":null,"listen":"127.0.0.1:7000","upstream_name":"localhost:6379","tls":null}"#));
+        assert!(
+            text.contains(r#""log_error":null,"listen":"127.0.0.1:7000","upstream_name":"localhost:6379","tls":null}"#)
+        );
         assert_eq!(read_index(index.path()).unwrap(), vec![entry(1), entry(2)]);
     }
 

@@ -1,8 +1,8 @@
 //! `netrecord show`: recorded conversations as a person reads them.
 //!
 //! Each record becomes one header line, `<time> <side> <what>`, and a data record's
-//! payload follows, indented, as escaped text (`payload::write_text`) or as a hex
-//! dump whose offsets count the bytes of that side's stream (`payload::write_hex`).
+//! payload follows, indented, as escaped text (`payload::TextWriter`) or as a hex
+//! dump whose offsets count the bytes of that side's stream (`payload::HexWriter`).
 //! The FORMAT.md example shows as:
 //!
 //! ```text
@@ -20,10 +20,13 @@
 //! every line starts with its connection's tag, `[N]`. `--raw` writes one side's
 //! payload bytes alone.
 //!
-//! Everything streams: one record's payload per log is in memory at a time. A log
-//! that ends before its connection did (still open, or cut short inside a record)
-//! is shown to its end with a note; a corrupt one is shown up to the bad record,
-//! then the error is noted and reported, and the exit status is 1.
+//! Everything streams, within a record too: a payload is read and written in
+//! pieces of at most [`PIECE`] bytes, and a payload of a side that is not shown
+//! is skipped unread, so memory stays the same whatever the size of a record.
+//! A log that ends before its connection did (still open, or cut short inside a
+//! record) is shown to its end with a note, the bytes of a record cut short
+//! included; a corrupt one is shown up to the bad record, then the error is
+//! noted and reported, and the exit status is 1.
 
 mod payload;
 
@@ -40,7 +43,7 @@ use anyhow::Context;
 use crate::cli::{ColorChoice, ShowArgs};
 use crate::log::{Event, Micros, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
 use crate::process::say;
-use payload::Paint;
+use payload::{HexWriter, Paint, TextWriter};
 
 /// How to show records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,67 +67,118 @@ pub enum End {
     Failed(ReadError),
 }
 
+/// The most payload bytes read and written at once: small enough that memory
+/// stays a few MiB whatever the size of a record, large enough that a large log
+/// shows at disk speed.
+pub const PIECE: usize = 64 * 1024;
+
 /// Shows one log read from `input`.
 ///
 /// Errors are only those of writing to `out`; what is wrong with the log itself is
 /// noted in the output and returned as the [`End`].
 pub fn render(input: impl Read, out: &mut impl Write, opts: &Options) -> io::Result<End> {
-    let printer = Printer::new(opts);
-    let mut log = Conversation::new(input, String::new());
-    while log.advance() {
-        printer.record(out, &log)?;
-    }
-    printer.end(out, log.take_end())
+    let mut form = Text::new(opts);
+    show_one(&mut form, Conversation::new(input, String::new()), out)
 }
 
 /// Shows several logs of one run as one timeline, ordered by time (records with
 /// equal times in the order of `logs`). Each log comes with its connection number,
 /// which tags every line it contributes. Returns each log's end, in order.
 pub fn render_merged<R: Read>(logs: Vec<(u64, R)>, out: &mut impl Write, opts: &Options) -> io::Result<Vec<End>> {
-    let printer = Printer::new(opts);
     let width = logs.iter().map(|(n, _)| n.to_string().len()).max().unwrap_or(1);
-    let mut convs: Vec<Conversation<R>> = logs
+    let convs = logs
         .into_iter()
         .map(|(n, input)| Conversation::new(input, format!("{:<w$} ", format!("[{n}]"), w = width + 2)))
         .collect();
+    show_merged(&mut Text::new(opts), convs, out)
+}
+
+/// Writes the payload bytes of `side`'s data records, and nothing else, to `out`.
+pub fn write_raw(input: impl Read, side: Side, out: &mut impl Write) -> io::Result<End> {
+    show_one(&mut Raw { side }, Conversation::new(input, String::new()), out)
+}
+
+/// Shows every record of one log in `form`.
+fn show_one<R: Read>(form: &mut impl Form, mut conv: Conversation<R>, out: &mut impl Write) -> io::Result<End> {
+    while conv.advance() {
+        show_record(form, &mut conv, out)?;
+    }
+    let end = conv.take_end();
+    form.note(out, &conv.tag, &end)?;
+    Ok(end.into())
+}
+
+/// Shows the records of several logs as one timeline: the earliest next record
+/// of any log first.
+fn show_merged<R: Read>(
+    form: &mut impl Form,
+    mut convs: Vec<Conversation<R>>,
+    out: &mut impl Write,
+) -> io::Result<Vec<End>> {
     let mut ends: Vec<Option<End>> = convs.iter().map(|_| None).collect();
     // The next record of every log that has one, earliest first. A log is read
-    // on only after its record has been shown, so at most one payload per log is
-    // held at a time.
+    // on only after its record has been shown, so at most one piece of payload
+    // per log is held at a time.
     let mut next = BinaryHeap::new();
     for (i, conv) in convs.iter_mut().enumerate() {
         if conv.advance() {
             next.push(Reverse((conv.current_time(), i)));
         } else {
-            ends[i] = Some(printer.end(out, conv.take_end())?);
+            let end = conv.take_end();
+            form.note(out, &conv.tag, &end)?;
+            ends[i] = Some(end.into());
         }
     }
     while let Some(Reverse((_, i))) = next.pop() {
         let conv = &mut convs[i];
-        printer.record(out, conv)?;
+        show_record(form, conv, out)?;
         if conv.advance() {
             next.push(Reverse((conv.current_time(), i)));
         } else {
             // The end is noted right after the log's last record, where it
             // belongs in the timeline.
-            ends[i] = Some(printer.end(out, conv.take_end())?);
+            let end = conv.take_end();
+            form.note(out, &conv.tag, &end)?;
+            ends[i] = Some(end.into());
         }
     }
     Ok(ends.into_iter().map(|e| e.unwrap_or(End::Clean)).collect())
 }
 
-/// Writes the payload bytes of `side`'s data records, and nothing else, to `out`.
-pub fn write_raw(input: impl Read, side: Side, out: &mut impl Write) -> io::Result<End> {
-    let mut reader = Reader::new(input);
-    loop {
-        match reader.next_record() {
-            Ok(Some(rec)) if rec.side == side => out.write_all(reader.payload())?,
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(End::Clean),
-            Err(e @ ReadError::Truncated { .. }) => return Ok(End::Truncated(e)),
-            Err(e) => return Ok(End::Failed(e)),
-        }
+/// Shows the conversation's current record: its header, then its payload piece
+/// by piece. A record of a side the form leaves out is skipped, payload unread.
+fn show_record<R: Read>(form: &mut impl Form, conv: &mut Conversation<R>, out: &mut impl Write) -> io::Result<()> {
+    let Some(rec) = conv.current else { return Ok(()) };
+    if !form.shows(rec.side) {
+        return Ok(());
     }
+    form.header(out, &conv.tag, &rec, conv.stream[rec.side.index()])?;
+    if let Event::Data(_) = rec.event {
+        while let Some(piece) = conv.piece() {
+            form.piece(out, piece)?;
+        }
+        form.end_payload(out)?;
+    }
+    Ok(())
+}
+
+/// One way of writing records out: text or hex for people, raw bytes.
+trait Form {
+    /// Whether records of `side` are written at all.
+    fn shows(&self, side: Side) -> bool;
+
+    /// Writes a record's header. `stream` is how many bytes its side sent before
+    /// it, where a data record's payload starts in that side's stream.
+    fn header(&mut self, out: &mut dyn Write, tag: &str, rec: &Record, stream: u64) -> io::Result<()>;
+
+    /// Writes the next piece of the payload of the data record just started.
+    fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()>;
+
+    /// Ends the payload of the data record just started.
+    fn end_payload(&mut self, out: &mut dyn Write) -> io::Result<()>;
+
+    /// Notes how a log ended, where the form has room for that.
+    fn note(&mut self, out: &mut dyn Write, tag: &str, end: &Finished) -> io::Result<()>;
 }
 
 /// One log being read: its reader, the record just read, and where each side's
@@ -133,7 +187,7 @@ struct Conversation<R> {
     reader: Reader<R>,
     /// What every line of this log starts with: its `[N] ` tag when merging.
     tag: String,
-    /// The record just read, whose payload is the reader's.
+    /// The record just read, whose payload the reader is at.
     current: Option<Record>,
     /// Bytes each side sent before the current record: hex dump offsets.
     stream: [u64; 2],
@@ -144,7 +198,7 @@ struct Conversation<R> {
 impl<R: Read> Conversation<R> {
     fn new(input: R, tag: String) -> Conversation<R> {
         Conversation {
-            reader: Reader::new(input),
+            reader: Reader::new(input).keep_payload(false),
             tag,
             current: None,
             stream: [0; 2],
@@ -163,13 +217,16 @@ impl<R: Read> Conversation<R> {
             self.stream[side.index()] += n as u64;
         }
         self.current = None;
+        if self.end.is_some() {
+            return false;
+        }
         match self.reader.next_record() {
             Ok(Some(rec)) => {
                 self.current = Some(rec);
                 true
             }
             Ok(None) => {
-                self.end.get_or_insert(Ok(()));
+                self.end = Some(Ok(()));
                 false
             }
             Err(e) => {
@@ -179,26 +236,48 @@ impl<R: Read> Conversation<R> {
         }
     }
 
+    /// The next piece of the current record's payload, or `None` at its end, or
+    /// where the log ends inside it or cannot be read (the error is kept for
+    /// the end of the log).
+    fn piece(&mut self) -> Option<&[u8]> {
+        match self.reader.payload_piece(PIECE) {
+            Ok([]) => None,
+            Ok(piece) => Some(piece),
+            Err(e) => {
+                self.end = Some(Err(e));
+                None
+            }
+        }
+    }
+
     fn current_time(&self) -> Micros {
         self.current.map(|r| r.time).unwrap_or_default()
     }
 
-    /// How the log ended, for [`Printer::end`]; call once, after `advance` has
-    /// returned false.
-    fn take_end(&mut self) -> Finished<'_> {
+    /// How the log ended; call once, after `advance` has returned false.
+    fn take_end(&mut self) -> Finished {
         Finished {
-            tag: &self.tag,
             complete: self.reader.summary().is_complete(),
             end: self.end.take().unwrap_or(Ok(())),
         }
     }
 }
 
-/// What [`Printer::end`] needs to know about a log that has ended.
-struct Finished<'a> {
-    tag: &'a str,
+/// How a log that has been read to its end ended.
+struct Finished {
+    /// Whether the log holds its connection's end.
     complete: bool,
     end: Result<(), ReadError>,
+}
+
+impl From<Finished> for End {
+    fn from(finished: Finished) -> End {
+        match finished.end {
+            Ok(()) => End::Clean,
+            Err(e @ ReadError::Truncated { .. }) => End::Truncated(e),
+            Err(e) => End::Failed(e),
+        }
+    }
 }
 
 /// The styles of one side: its header lines and its payload.
@@ -208,19 +287,27 @@ struct SideStyle {
     paint: Paint,
 }
 
-/// Writes records and notes in the chosen form.
-struct Printer {
+/// Records as text lines, payloads as escaped text or hex dumps.
+struct Text {
     opts: Options,
     /// Indexed by [`Side::index`].
     sides: [SideStyle; 2],
     note: Style,
+    /// The payload being written.
+    payload: Option<Payload>,
+}
+
+/// Where a payload being written stands.
+enum Payload {
+    Text(TextWriter),
+    Hex(HexWriter),
 }
 
 /// Indentation of payload lines under their header.
 const INDENT: &str = "    ";
 
-impl Printer {
-    fn new(opts: &Options) -> Printer {
+impl Text {
+    fn new(opts: &Options) -> Text {
         let side = |color: AnsiColor| {
             let text = Style::new().fg_color(Some(color.into()));
             SideStyle {
@@ -236,22 +323,24 @@ impl Printer {
         } else {
             Default::default()
         };
-        Printer {
+        Text {
             opts: *opts,
             sides,
             note,
+            payload: None,
         }
     }
+}
 
-    /// Writes the conversation's current record, unless its side is filtered out.
-    fn record<R: Read>(&self, out: &mut impl Write, conv: &Conversation<R>) -> io::Result<()> {
-        let Some(rec) = conv.current else { return Ok(()) };
-        if self.opts.side.is_some_and(|side| side != rec.side) {
-            return Ok(());
-        }
+impl Form for Text {
+    fn shows(&self, side: Side) -> bool {
+        self.opts.side.is_none_or(|s| s == side)
+    }
+
+    fn header(&mut self, out: &mut dyn Write, tag: &str, rec: &Record, stream: u64) -> io::Result<()> {
         let style = self.sides[rec.side.index()];
         let header = style.header;
-        let (tag, time, side) = (&conv.tag, rec.time, rec.side.name());
+        let (time, side) = (rec.time, rec.side.name());
         match rec.event {
             Event::Con => writeln!(out, "{tag}{header}{time} {side} connected{header:#}"),
             Event::Hup => writeln!(out, "{tag}{header}{time} {side} hung up{header:#}"),
@@ -260,39 +349,72 @@ impl Printer {
                 let unit = if n == 1 { "byte" } else { "bytes" };
                 writeln!(out, "{tag}{header}{time} {side} {n} {unit}{header:#}")?;
                 let prefix = format!("{tag}{INDENT}");
-                let payload = conv.reader.payload();
-                if self.opts.hex {
-                    payload::write_hex(out, payload, conv.stream[rec.side.index()], &prefix, style.paint)
+                self.payload = Some(if self.opts.hex {
+                    Payload::Hex(HexWriter::new(stream, &prefix, style.paint))
                 } else {
-                    payload::write_text(out, payload, &prefix, style.paint)
-                }
+                    Payload::Text(TextWriter::new(&prefix, style.paint))
+                });
+                Ok(())
             }
         }
     }
 
-    /// Notes how a log ended, unless it recorded its connection's end.
-    fn end(&self, out: &mut impl Write, finished: Finished<'_>) -> io::Result<End> {
-        let Finished { tag, complete, end } = finished;
-        let note = self.note;
-        match end {
-            Ok(()) if complete => Ok(End::Clean),
-            Ok(()) => {
-                writeln!(
-                    out,
-                    "{tag}{note}-- the log ends here, before the connection did \
-                     (still open, or the recording stopped){note:#}"
-                )?;
-                Ok(End::Clean)
-            }
-            Err(e @ ReadError::Truncated { .. }) => {
-                writeln!(out, "{tag}{note}-- the log is cut short: {e}{note:#}")?;
-                Ok(End::Truncated(e))
-            }
-            Err(e) => {
-                writeln!(out, "{tag}{note}-- {e}{note:#}")?;
-                Ok(End::Failed(e))
-            }
+    fn piece(&mut self, mut out: &mut dyn Write, piece: &[u8]) -> io::Result<()> {
+        match &mut self.payload {
+            Some(Payload::Text(text)) => text.write(&mut out, piece),
+            Some(Payload::Hex(hex)) => hex.write(&mut out, piece),
+            None => Ok(()),
         }
+    }
+
+    fn end_payload(&mut self, mut out: &mut dyn Write) -> io::Result<()> {
+        match self.payload.take() {
+            Some(Payload::Text(mut text)) => text.finish(&mut out),
+            Some(Payload::Hex(mut hex)) => hex.finish(&mut out),
+            None => Ok(()),
+        }
+    }
+
+    fn note(&mut self, out: &mut dyn Write, tag: &str, finished: &Finished) -> io::Result<()> {
+        let note = self.note;
+        match &finished.end {
+            Ok(()) if finished.complete => Ok(()),
+            Ok(()) => writeln!(
+                out,
+                "{tag}{note}-- the log ends here, before the connection did \
+                 (still open, or the recording stopped){note:#}"
+            ),
+            Err(e @ ReadError::Truncated { .. }) => writeln!(out, "{tag}{note}-- the log is cut short: {e}{note:#}"),
+            Err(e) => writeln!(out, "{tag}{note}-- {e}{note:#}"),
+        }
+    }
+}
+
+/// One side's payload bytes alone, as they were sent.
+struct Raw {
+    side: Side,
+}
+
+impl Form for Raw {
+    fn shows(&self, side: Side) -> bool {
+        side == self.side
+    }
+
+    fn header(&mut self, _: &mut dyn Write, _: &str, _: &Record, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()> {
+        out.write_all(piece)
+    }
+
+    fn end_payload(&mut self, _: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Raw output has no room for notes: [`Problems::report`] gives them on stderr.
+    fn note(&mut self, _: &mut dyn Write, _: &str, _: &Finished) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -493,7 +615,8 @@ mod tests {
             matches!(end, End::Truncated(ReadError::Truncated { offset: 34, .. })),
             "{end:?}"
         );
-        assert!(out.contains("    PING\\r\\n\n-- the log is cut short: truncated record at byte 34: the payload ends after 3 of 7 bytes\n"), "{out}");
+        // The bytes of the record cut short are shown, then the note.
+        assert!(out.ends_with("    PING\\r\\n\n0.000390 server 7 bytes\n    +PO\n-- the log is cut short: truncated record at byte 34: the payload ends after 3 of 7 bytes\n"), "{out}");
     }
 
     #[test]

@@ -236,7 +236,7 @@ fn report_ending<R: Read>(path: &Path, conversation: &Conversation<R>) {
         Ending::Open if conversation.records() == 0 => say!("log {path} is empty: nothing exported"),
         Ending::Open => say!("log {path} ends with the connection open: exported without FIN or RST"),
         Ending::Truncated(e) => {
-            say!("log {path}: {e}: exported the records before it, without FIN or RST")
+            say!("log {path}: {e}: exported as far as it goes, without FIN or RST")
         }
     }
 }

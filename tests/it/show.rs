@@ -1,10 +1,11 @@
 //! Tests of `netrecord show`: sessions recorded through the proxy, shown by the
 //! built binary.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use netrecord::log::{Event, Reader, Record, Side};
@@ -340,4 +341,54 @@ fn a_reader_that_closes_early_ends_show_quietly() {
     assert!(status.success(), "{status:?}: {err}");
     assert_eq!(err, "");
     assert!(first.starts_with(b"0."), "{:?}", String::from_utf8_lossy(&first));
+}
+
+/// Starts `netrecord show <args> /dev/stdin` reading from a pipe the test
+/// writes, with stdout piped to a thread that collects it.
+fn show_from_pipe(args: &[&str]) -> (std::process::Child, std::process::ChildStdin, Arc<Mutex<Vec<u8>>>) {
+    let mut child = Command::new(BIN)
+        .arg("show")
+        .args(args)
+        .arg("/dev/stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (child, stdin, seen)
+}
+
+#[test]
+fn a_large_record_is_shown_as_it_is_read_not_after() {
+    // A record of 1 GB of which only the first 300 KB exist yet: its bytes show
+    // without the rest being read (or held) first, in text and raw.
+    for (args, shown) in [
+        (&["--hex"][..], &b"00030000  "[..]),
+        (&["--raw", "s"], &[7u8; 1000][..]),
+    ] {
+        let (mut child, mut stdin, seen) = show_from_pipe(args);
+        stdin.write_all(b"c 0.000001 con\ns 0.000002 1000000000\n").unwrap();
+        stdin.write_all(&[7u8; 300_000]).unwrap();
+        stdin.flush().unwrap();
+        wait_until("payload bytes in the output", || {
+            let seen = seen.lock().unwrap();
+            seen.windows(shown.len()).any(|w| w == shown)
+        });
+        drop(stdin);
+        let status = wait_child(&mut child);
+        assert!(status.success(), "{args:?}: {status:?}");
+    }
 }

@@ -15,6 +15,8 @@
 //! - [`log`]: the log format (its spec is the module doc), the writer and the
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
+//! - [`runs`]: which run a log belongs to and when its clock started, from the
+//!   index, so that readers can order logs of different runs.
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
 //! - [`net`]: resolving a server's name, connecting to the first address that
 //!   answers, binding, and a listener another thread can stop.
@@ -34,4 +36,5 @@ pub mod pcap;
 pub mod process;
 pub mod proxy;
 pub mod replay;
+pub mod runs;
 pub mod show;

@@ -16,8 +16,9 @@
 //! ```
 //!
 //! Several logs are shown one after the other under `==> <path> <==` headings, or,
-//! with `--merge`, as one timeline (all files of a run share one clock) in which
-//! every line starts with its connection's tag, `[N]`. `--raw` writes one side's
+//! with `--merge`, as one timeline (all files of a run share one clock, and the
+//! runs of a root are put in wall-clock order from the run index: [`run_starts`])
+//! in which every line starts with its connection's tag, `[N]`. `--raw` writes one side's
 //! payload bytes alone.
 //!
 //! Everything streams, within a record too: a payload is read and written in
@@ -34,15 +35,16 @@ use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 
 use crate::cli::{ColorChoice, ShowArgs};
-use crate::log::{Event, Micros, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
+use crate::log::{Event, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
 use crate::process::say;
+use crate::runs::Found;
 use payload::{HexWriter, Paint, TextWriter};
 
 /// How to show records.
@@ -122,7 +124,7 @@ fn show_merged<R: Read>(
     let mut next = BinaryHeap::new();
     for (i, conv) in convs.iter_mut().enumerate() {
         if conv.advance() {
-            next.push(Reverse((conv.current_time(), i)));
+            next.push(Reverse((conv.current_key(), i)));
         } else {
             let end = conv.take_end();
             form.note(out, &conv.tag, &end)?;
@@ -133,7 +135,7 @@ fn show_merged<R: Read>(
         let conv = &mut convs[i];
         show_record(form, conv, out)?;
         if conv.advance() {
-            next.push(Reverse((conv.current_time(), i)));
+            next.push(Reverse((conv.current_key(), i)));
         } else {
             // The end is noted right after the log's last record, where it
             // belongs in the timeline.
@@ -193,6 +195,9 @@ struct Conversation<R> {
     stream: [u64; 2],
     /// Why reading stopped, once it has.
     end: Option<Result<(), ReadError>>,
+    /// The Unix time (µs) at which the log's clock read zero, when merging logs
+    /// whose runs are known; else 0.
+    epoch_us: u64,
 }
 
 impl<R: Read> Conversation<R> {
@@ -203,6 +208,7 @@ impl<R: Read> Conversation<R> {
             current: None,
             stream: [0; 2],
             end: None,
+            epoch_us: 0,
         }
     }
 
@@ -250,8 +256,11 @@ impl<R: Read> Conversation<R> {
         }
     }
 
-    fn current_time(&self) -> Micros {
-        self.current.map(|r| r.time).unwrap_or_default()
+    /// Where the current record goes in a timeline of several logs: its time on
+    /// the wall clock when the log's run start is known, else on the log's clock.
+    fn current_key(&self) -> u64 {
+        let time = self.current.map(|r| r.time).unwrap_or_default();
+        self.epoch_us.saturating_add(time.0)
     }
 
     /// How the log ended; call once, after `advance` has returned false.
@@ -452,15 +461,19 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
-        let mut files = Vec::new();
+        let width = numbers.iter().map(|n| n.to_string().len()).max().unwrap_or(1);
+        let epochs = run_starts(&logs);
+        let mut convs = Vec::new();
         let mut paths = Vec::new();
-        for (path, n) in logs.iter().zip(numbers) {
+        for ((path, n), epoch_us) in logs.iter().zip(numbers).zip(epochs) {
             if let Some(file) = problems.open(path) {
-                files.push((n, file));
+                let mut conv = Conversation::new(file, format!("{:<w$} ", format!("[{n}]"), w = width + 2));
+                conv.epoch_us = epoch_us;
+                convs.push(conv);
                 paths.push(path);
             }
         }
-        let ends = render_merged(files, &mut out, &opts).context("failed to write to stdout")?;
+        let ends = show_merged(&mut Text::new(&opts), convs, &mut out).context("failed to write to stdout")?;
         for (path, end) in paths.into_iter().zip(ends) {
             problems.add(path, end);
         }
@@ -478,6 +491,66 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
     }
     out.flush().context("failed to write to stdout")?;
     Ok(problems.report(args.raw.is_some()))
+}
+
+/// When, on the wall clock, the clock of each log's run started (µs since the
+/// Unix epoch), so that logs of different runs (a restart on the same root starts
+/// a new clock at zero) merge in the order they happened; from the run indexes.
+///
+/// A log without an entry (still open) in an index of one run is taken to be of
+/// that run; in an index of several, of the latest. When some log's run cannot be
+/// known at all, every log is merged by its own clock (all zeros), and one note
+/// says that logs of different runs cannot be ordered against each other.
+fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
+    if logs.len() < 2 {
+        return vec![0; logs.len()];
+    }
+    let mut runs = crate::runs::Runs::new();
+    let mut starts = Vec::with_capacity(logs.len());
+    let mut guessed: Option<(PathBuf, usize)> = None;
+    let mut unknown = None;
+    for log in logs {
+        let log = log.as_ref();
+        let start = match runs.find(log, &mut |note| say!("{note}")) {
+            Found::Entry { epoch_us, .. } => Ok(epoch_us),
+            Found::NoEntry { index, starts } => match starts {
+                [] => Err(format!("the run index {} has no entries", index.display())),
+                [start] => Ok(*start),
+                [.., latest] => {
+                    guessed.get_or_insert_with(|| (index.to_path_buf(), 0)).1 += 1;
+                    Ok(*latest)
+                }
+            },
+            Found::NotNamed => Err(format!(
+                "{} is not named <root>_<N>, so it has no run index",
+                log.display()
+            )),
+            Found::Missing { index } => Err(format!("there is no run index {}", index.display())),
+            Found::Unreadable { index, error } => {
+                Err(format!("the run index {} cannot be read ({error})", index.display()))
+            }
+        };
+        match start {
+            Ok(start) => starts.push(start),
+            Err(why) => {
+                unknown.get_or_insert(why);
+                starts.push(0);
+            }
+        }
+    }
+    let cannot = "logs of different runs cannot be ordered against each other";
+    if let Some(why) = unknown {
+        say!("{why}: the logs are merged by their own clocks, which start at zero with each run; {cannot}");
+        return vec![0; logs.len()];
+    }
+    if let Some((index, n)) = guessed {
+        say!(
+            "{n} of the logs have no entry in {} (still open?): they are merged as part of its latest run; \
+             if they are of another, {cannot}",
+            index.display()
+        );
+    }
+    starts
 }
 
 /// What went wrong with which log, reported on stderr after the output.

@@ -392,3 +392,72 @@ fn a_large_record_is_shown_as_it_is_read_not_after() {
         assert!(status.success(), "{args:?}: {status:?}");
     }
 }
+
+/// Records one echoed exchange, `data`, through a proxy on `root`, started for
+/// it and stopped after; `before` runs once the proxy is up.
+fn one_run(root: &Path, upstream: &Upstream, data: &[u8], before: impl FnOnce()) {
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), root, &["-q"], |_| {});
+    before();
+    let ended = proxy.entries().len() + 1;
+    let c = connect(proxy.addr);
+    send(&c, data);
+    assert_eq!(read_n(&c, data.len()), data);
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&c), b"");
+    proxy.wait_ended(ended);
+    assert!(proxy.stop().0.success());
+}
+
+/// The connection tags of a merged timeline, in order, once per record.
+fn tags_in_order(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.contains("     ")) // payload lines
+        .filter_map(|l| l.split(' ').next())
+        .collect()
+}
+
+#[test]
+fn merge_orders_logs_of_two_runs_on_one_root_by_the_wall_clock() {
+    let upstream = Upstream::echo();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    // The first run's connection comes a second after it started; the second
+    // run's at once, so on their own clocks the later connection is the earlier.
+    one_run(&root, &upstream, b"first run", || {
+        thread::sleep(std::time::Duration::from_secs(1))
+    });
+    one_run(&root, &upstream, b"second run", || {});
+    let (one, two) = (netrecord::log::log_path(&root, 1), netrecord::log::log_path(&root, 2));
+    let con_time = |log: &Path| records(log)[0].0.time;
+    assert!(
+        con_time(&two) < con_time(&one),
+        "the second run's connection should be earlier on its own clock"
+    );
+
+    let out = netrecord(&["show", "--merge", arg(&two), arg(&one)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    let text = out.text();
+    let tags = tags_in_order(&text);
+    let first_two = tags.iter().position(|t| *t == "[2]").unwrap();
+    assert!(tags[..first_two].iter().all(|t| *t == "[1]"), "{text}");
+    assert!(tags[first_two..].iter().all(|t| *t == "[2]"), "{text}");
+
+    // Without the index the runs cannot be told apart: merged by the logs' own
+    // clocks, with one note saying so.
+    std::fs::rename(netrecord::index::index_path(&root), dir.path().join("moved.jsonl")).unwrap();
+    let out = netrecord(&["show", "--merge", arg(&one), arg(&two)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "netrecord: there is no run index {}: ",
+            netrecord::index::index_path(&root).display()
+        )) && out
+            .stderr
+            .contains("logs of different runs cannot be ordered against each other"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tags_in_order(&out.text())[0], "[2]", "{}", out.text());
+}

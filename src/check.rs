@@ -27,6 +27,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 
 use crate::cli::CheckArgs;
+use crate::escape;
 use crate::log::{ReadError, Reader, Side, Summary};
 use crate::process::say;
 
@@ -109,7 +110,7 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
                 format!("unreadable, failed to open: {e}")
             }
         };
-        writeln!(out, "{}: {line}", path.display()).context("failed to write to stdout")?;
+        writeln!(out, "{}: {line}", escape::path(path)).context("failed to write to stdout")?;
     }
     out.flush().context("failed to write to stdout")?;
     if bad == 0 {

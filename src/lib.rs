@@ -20,6 +20,7 @@
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
 //! - [`net`]: resolving a server's name, connecting to the first address that
 //!   answers, binding, and a listener another thread can stop.
+//! - [`escape`]: bytes from logs and file names made safe to print.
 //! - [`process`]: the open-files limit, stop signals, and the one channel for
 //!   `netrecord:` messages.
 //! - [`generate`]: the man page and shell completions.
@@ -28,6 +29,7 @@
 pub mod check;
 pub mod cli;
 pub mod demo;
+pub mod escape;
 pub mod generate;
 pub mod index;
 pub mod log;

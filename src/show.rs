@@ -42,6 +42,7 @@ use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 
 use crate::cli::{ColorChoice, ShowArgs};
+use crate::escape;
 use crate::log::{Event, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
 use crate::process::say;
 use crate::runs::Found;
@@ -457,7 +458,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             // Without a `_N` on every file (or with repeated ones) the tags are
             // positions, so say which file each one is.
             for (i, path) in logs.iter().enumerate() {
-                writeln!(out, "==> [{}] {} <==", i + 1, path.display()).context("failed to write to stdout")?;
+                writeln!(out, "==> [{}] {} <==", i + 1, escape::path(path)).context("failed to write to stdout")?;
             }
         }
         let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
@@ -481,7 +482,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         for (i, path) in logs.iter().enumerate() {
             if logs.len() > 1 {
                 let gap = if i > 0 { "\n" } else { "" };
-                writeln!(out, "{gap}==> {} <==", path.display()).context("failed to write to stdout")?;
+                writeln!(out, "{gap}==> {} <==", escape::path(path)).context("failed to write to stdout")?;
             }
             if let Some(file) = problems.open(path) {
                 let end = render(file, &mut out, &opts).context("failed to write to stdout")?;
@@ -514,7 +515,7 @@ fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
         let start = match runs.find(log, &mut |note| say!("{note}")) {
             Found::Entry { epoch_us, .. } => Ok(epoch_us),
             Found::NoEntry { index, starts } => match starts {
-                [] => Err(format!("the run index {} has no entries", index.display())),
+                [] => Err(format!("the run index {} has no entries", escape::path(index))),
                 [start] => Ok(*start),
                 [.., latest] => {
                     guessed.get_or_insert_with(|| (index.to_path_buf(), 0)).1 += 1;
@@ -523,12 +524,13 @@ fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
             },
             Found::NotNamed => Err(format!(
                 "{} is not named <root>_<N>, so it has no run index",
-                log.display()
+                escape::path(log)
             )),
-            Found::Missing { index } => Err(format!("there is no run index {}", index.display())),
-            Found::Unreadable { index, error } => {
-                Err(format!("the run index {} cannot be read ({error})", index.display()))
-            }
+            Found::Missing { index } => Err(format!("there is no run index {}", escape::path(index))),
+            Found::Unreadable { index, error } => Err(format!(
+                "the run index {} cannot be read ({error})",
+                escape::path(index)
+            )),
         };
         match start {
             Ok(start) => starts.push(start),
@@ -547,7 +549,7 @@ fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
         say!(
             "{n} of the logs have no entry in {} (still open?): they are merged as part of its latest run; \
              if they are of another, {cannot}",
-            index.display()
+            escape::path(&index)
         );
     }
     starts
@@ -566,7 +568,8 @@ impl Problems {
         match File::open(path) {
             Ok(file) => Some(file),
             Err(e) => {
-                self.failed.push(format!("failed to open log {}: {e}", path.display()));
+                self.failed
+                    .push(format!("failed to open log {}: {e}", escape::path(path)));
                 None
             }
         }
@@ -575,11 +578,13 @@ impl Problems {
     fn add(&mut self, path: &Path, end: End) {
         match end {
             End::Clean => {}
-            End::Truncated(e) => self.truncated.push(format!("log {} is cut short: {e}", path.display())),
-            End::Failed(e @ ReadError::Io(_)) => {
-                self.failed.push(format!("failed to read log {}: {e}", path.display()))
-            }
-            End::Failed(e) => self.failed.push(format!("invalid log {}: {e}", path.display())),
+            End::Truncated(e) => self
+                .truncated
+                .push(format!("log {} is cut short: {e}", escape::path(path))),
+            End::Failed(e @ ReadError::Io(_)) => self
+                .failed
+                .push(format!("failed to read log {}: {e}", escape::path(path))),
+            End::Failed(e) => self.failed.push(format!("invalid log {}: {e}", escape::path(path))),
         }
     }
 

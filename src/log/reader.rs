@@ -14,6 +14,7 @@ use std::path::Path;
 
 use super::writer::MAX_HEADER;
 use super::{End, Event, Micros, Side};
+use crate::escape;
 
 /// One record's header, as read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -472,7 +473,7 @@ fn parse_header(h: &[u8], complete: bool) -> Result<(Side, Micros, Event), Probl
     let side = match p.byte("a side (`c` or `s`)")? {
         b'c' => Side::Client,
         b's' => Side::Server,
-        other => return Err(p.invalid(format!("side is {:?}, not `c` or `s`", other as char))),
+        other => return Err(p.invalid(format!("side is {}, not `c` or `s`", escape::byte(other)))),
     };
     p.expect(b' ')?;
     let secs = p.number("the time's seconds", 20)?;
@@ -502,8 +503,8 @@ fn parse_header(h: &[u8], complete: bool) -> Result<(Side, Micros, Event), Probl
     };
     if p.pos < h.len() {
         return Err(Problem::Invalid(format!(
-            "unexpected {:?} after the header",
-            String::from_utf8_lossy(&h[p.pos..])
+            "unexpected {} after the header",
+            escape::bytes(&h[p.pos..])
         )));
     }
     if !complete {
@@ -546,10 +547,10 @@ impl Parser<'_> {
     }
 
     fn expect(&mut self, want: u8) -> Result<(), Problem> {
-        let what = format!("{:?}", want as char);
+        let what = escape::byte(want);
         let got = self.byte(&what)?;
         if got != want {
-            return Err(self.invalid(format!("expected {what}, found {:?}", got as char)));
+            return Err(self.invalid(format!("expected {what}, found {}", escape::byte(got))));
         }
         Ok(())
     }
@@ -565,7 +566,7 @@ impl Parser<'_> {
         if digits.is_empty() {
             return match self.h.get(self.pos) {
                 None => Err(self.missing(what)),
-                Some(&b) => Err(self.invalid(format!("expected {what}, found {:?}", b as char))),
+                Some(&b) => Err(self.invalid(format!("expected {what}, found {}", escape::byte(b)))),
             };
         }
         if digits.len() > 1 && digits[0] == b'0' {
@@ -592,8 +593,8 @@ impl Parser<'_> {
             }
         }
         Err(self.invalid(format!(
-            "unknown record kind {:?}",
-            String::from_utf8_lossy(&rest[..rest.len().min(8)])
+            "unknown record kind {}",
+            escape::bytes(&rest[..rest.len().min(8)])
         )))
     }
 }

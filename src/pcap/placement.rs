@@ -22,6 +22,7 @@ use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
+use crate::escape;
 use crate::runs::{Found, Runs};
 
 /// Packet times of a log without an index entry count from 2000-01-01 00:00:00 UTC,
@@ -118,19 +119,19 @@ impl Placer {
         match self.runs.find(log, note) {
             Found::NotNamed => note(format!(
                 "{} is not named <root>_<N>, so it has no run index: {placeholders}",
-                log.display()
+                escape::path(log)
             )),
             Found::Missing { index } => {
                 if self.noted.insert(index.to_path_buf()) {
                     note(format!(
                         "no run index {}: its logs get placeholder addresses and times from 2000-01-01 UTC",
-                        index.display()
+                        escape::path(index)
                     ));
                 }
             }
             Found::Unreadable { index, error } => {
                 if self.noted.insert(index.to_path_buf()) {
-                    note(format!("ignoring run index {}: {error}", index.display()));
+                    note(format!("ignoring run index {}: {error}", escape::path(index)));
                 }
             }
             Found::Entry { entry, epoch_us } => {
@@ -149,8 +150,8 @@ impl Placer {
                 };
                 note(format!(
                     "no entry for {} in {} (is the connection still open?): placeholder addresses and {times}",
-                    log.display(),
-                    index.display()
+                    escape::path(log),
+                    escape::path(index)
                 ));
             }
         }

@@ -226,22 +226,12 @@ fn shown_len(bytes: &[u8]) -> usize {
         else {
             break;
         };
-        if !shown(c) {
+        if !crate::escape::is_shown(c) {
             break;
         }
         i += width;
     }
     i
-}
-
-/// Whether a character is shown as itself: visible characters only. Controls
-/// (C0, DEL, C1) could drive the terminal, and the invisible formatting characters
-/// (zero-width, bidirectional overrides, line separators) could hide or reorder
-/// what is shown, so those are escaped.
-fn shown(c: char) -> bool {
-    c != '\\'
-        && !c.is_control()
-        && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Lower-case hex digits, indexed by value.

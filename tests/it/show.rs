@@ -461,3 +461,64 @@ fn merge_orders_logs_of_two_runs_on_one_root_by_the_wall_clock() {
     );
     assert_eq!(tags_in_order(&out.text())[0], "[2]", "{}", out.text());
 }
+
+#[test]
+fn bytes_and_file_names_that_could_drive_the_terminal_are_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let (dir, log) = record_exchange(b"ping", b"pong");
+    let (rec, _) = records(&log).into_iter().find(|(r, _)| r.side == Side::Server).unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    for (side, shown) in [(0xffu8, "'\\xff'"), (0x83, "'\\x83'")] {
+        bytes[rec.offset as usize] = side;
+        // A name with an escape sequence and a byte that is not UTF-8.
+        let name = std::ffi::OsStr::from_bytes(b"bad\x1b[31m\xfe_1");
+        let bad = dir.path().join(name);
+        std::fs::write(&bad, &bytes).unwrap();
+        let shown_name = format!("{}/bad\\x1b[31m\\xfe_1", dir.path().display());
+        let out = Command::new(BIN).arg("show").arg(&bad).arg(&log).output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(!stdout.contains('\x1b') && !stderr.contains('\x1b'), "{stdout}{stderr}");
+        assert!(stdout.contains(&format!("==> {shown_name} <==")), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "-- corrupt record at byte {}: side is {shown}, not `c` or `s`",
+                rec.offset
+            )),
+            "{stdout}"
+        );
+        assert_eq!(
+            stderr,
+            format!(
+                "netrecord: invalid log {shown_name}: corrupt record at byte {}: side is {shown}, not `c` or `s`\n",
+                rec.offset
+            )
+        );
+        let out = Command::new(BIN).arg("check").arg(&bad).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout,
+            format!(
+                "{shown_name}: invalid, corrupt record at byte {}: side is {shown}, not `c` or `s`\n",
+                rec.offset
+            )
+        );
+        let pcap = dir.path().join("out.pcap");
+        let out = Command::new(BIN)
+            .args(["pcap", "-o"])
+            .arg(&pcap)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains('\x1b'), "{stderr}");
+        assert!(
+            stderr.contains(&format!("netrecord: invalid log {shown_name}: ")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("no run index"), "{stderr}");
+    }
+}

@@ -146,7 +146,9 @@ Examples:
   netrecord show /tmp/redis_1
   netrecord show --hex --side s /tmp/redis_1
   netrecord show --merge /tmp/redis_*
-  netrecord show --raw s /tmp/http_1 > response.bin")]
+  netrecord show --raw s /tmp/http_1 > response.bin
+  netrecord show --follow /tmp/redis
+  netrecord show --json /tmp/redis_* | jq -c 'select(.event == \"data\")'")]
 pub struct ShowArgs {
     /// Log files to show.
     #[arg(required = true, value_name = "LOG")]
@@ -172,6 +174,17 @@ pub struct ShowArgs {
     /// connection number.
     #[arg(long)]
     pub merge: bool,
+
+    /// One JSON object per line per record (conn, side, time_us, event, and for
+    /// data len and the bytes as text or base64), for scripts.
+    #[arg(long, conflicts_with_all = ["hex", "raw"])]
+    pub json: bool,
+
+    /// Show records as they are written: LOG until its connection ends, or a log
+    /// file root (as given to the recorder) for every log of the run, new ones
+    /// included, until interrupted.
+    #[arg(long, conflicts_with = "merge")]
+    pub follow: bool,
 }
 
 /// Validate logs against the format and summarise each in one line.
@@ -179,12 +192,18 @@ pub struct ShowArgs {
 #[command(after_help = "\
 Exit status: 0 if every log is valid (complete, open or cut short), 1 otherwise.
 
-Example:
-  netrecord check /tmp/redis_*")]
+Examples:
+  netrecord check /tmp/redis_*
+  netrecord check --json /tmp/redis_* | jq -c 'select(.valid | not)'")]
 pub struct CheckArgs {
     /// Log files to check.
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
+
+    /// One JSON object per log instead of a line of text, with every count of the
+    /// summary, how each side ended, and the violation with its offset.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Export recordings as a pcap file for Wireshark or tshark.

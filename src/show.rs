@@ -29,6 +29,7 @@
 //! included; a corrupt one is shown up to the bad record, then the error is
 //! noted and reported, and the exit status is 1.
 
+mod json;
 mod payload;
 
 use std::cmp::Reverse;
@@ -46,6 +47,7 @@ use crate::escape;
 use crate::log::{Event, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
 use crate::process::say;
 use crate::runs::Found;
+use json::Json;
 use payload::{HexWriter, Paint, TextWriter};
 
 /// How to show records.
@@ -81,24 +83,24 @@ pub const PIECE: usize = 64 * 1024;
 /// noted in the output and returned as the [`End`].
 pub fn render(input: impl Read, out: &mut impl Write, opts: &Options) -> io::Result<End> {
     let mut form = Text::new(opts);
-    show_one(&mut form, Conversation::new(input, String::new()), out)
+    show_one(&mut form, Conversation::new(input, Label::plain(1)), out)
 }
 
 /// Shows several logs of one run as one timeline, ordered by time (records with
 /// equal times in the order of `logs`). Each log comes with its connection number,
 /// which tags every line it contributes. Returns each log's end, in order.
 pub fn render_merged<R: Read>(logs: Vec<(u64, R)>, out: &mut impl Write, opts: &Options) -> io::Result<Vec<End>> {
-    let width = logs.iter().map(|(n, _)| n.to_string().len()).max().unwrap_or(1);
+    let width = tag_width(logs.iter().map(|(n, _)| *n));
     let convs = logs
         .into_iter()
-        .map(|(n, input)| Conversation::new(input, format!("{:<w$} ", format!("[{n}]"), w = width + 2)))
+        .map(|(n, input)| Conversation::new(input, Label::tagged(n, width)))
         .collect();
     show_merged(&mut Text::new(opts), convs, out)
 }
 
 /// Writes the payload bytes of `side`'s data records, and nothing else, to `out`.
 pub fn write_raw(input: impl Read, side: Side, out: &mut impl Write) -> io::Result<End> {
-    show_one(&mut Raw { side }, Conversation::new(input, String::new()), out)
+    show_one(&mut Raw { side }, Conversation::new(input, Label::plain(1)), out)
 }
 
 /// Shows every record of one log in `form`.
@@ -107,7 +109,7 @@ fn show_one<R: Read>(form: &mut impl Form, mut conv: Conversation<R>, out: &mut 
         show_record(form, &mut conv, out)?;
     }
     let end = conv.take_end();
-    form.note(out, &conv.tag, &end)?;
+    form.note(out, &conv.label, &end)?;
     Ok(end.into())
 }
 
@@ -128,7 +130,7 @@ fn show_merged<R: Read>(
             next.push(Reverse((conv.current_key(), i)));
         } else {
             let end = conv.take_end();
-            form.note(out, &conv.tag, &end)?;
+            form.note(out, &conv.label, &end)?;
             ends[i] = Some(end.into());
         }
     }
@@ -141,7 +143,7 @@ fn show_merged<R: Read>(
             // The end is noted right after the log's last record, where it
             // belongs in the timeline.
             let end = conv.take_end();
-            form.note(out, &conv.tag, &end)?;
+            form.note(out, &conv.label, &end)?;
             ends[i] = Some(end.into());
         }
     }
@@ -155,7 +157,7 @@ fn show_record<R: Read>(form: &mut impl Form, conv: &mut Conversation<R>, out: &
     if !form.shows(rec.side) {
         return Ok(());
     }
-    form.header(out, &conv.tag, &rec, conv.stream[rec.side.index()])?;
+    form.header(out, &conv.label, &rec, conv.stream[rec.side.index()])?;
     if let Event::Data(_) = rec.event {
         while let Some(piece) = conv.piece() {
             form.piece(out, piece)?;
@@ -172,7 +174,7 @@ trait Form {
 
     /// Writes a record's header. `stream` is how many bytes its side sent before
     /// it, where a data record's payload starts in that side's stream.
-    fn header(&mut self, out: &mut dyn Write, tag: &str, rec: &Record, stream: u64) -> io::Result<()>;
+    fn header(&mut self, out: &mut dyn Write, log: &Label, rec: &Record, stream: u64) -> io::Result<()>;
 
     /// Writes the next piece of the payload of the data record just started.
     fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()>;
@@ -181,15 +183,46 @@ trait Form {
     fn end_payload(&mut self, out: &mut dyn Write) -> io::Result<()>;
 
     /// Notes how a log ended, where the form has room for that.
-    fn note(&mut self, out: &mut dyn Write, tag: &str, end: &Finished) -> io::Result<()>;
+    fn note(&mut self, out: &mut dyn Write, log: &Label, end: &Finished) -> io::Result<()>;
+}
+
+/// How a log is named in what is shown.
+#[derive(Clone, Debug)]
+struct Label {
+    /// What every text line of this log starts with: its `[N] ` tag when merging.
+    tag: String,
+    /// Its connection number: the `N` of `<root>_N`, or its place in the list.
+    conn: u64,
+}
+
+impl Label {
+    /// A log shown on its own: no tag.
+    fn plain(conn: u64) -> Label {
+        Label {
+            tag: String::new(),
+            conn,
+        }
+    }
+
+    /// A log merged with others: tagged `[N]`, padded to `width` digits.
+    fn tagged(conn: u64, width: usize) -> Label {
+        Label {
+            tag: format!("{:<w$} ", format!("[{conn}]"), w = width + 2),
+            conn,
+        }
+    }
+}
+
+/// The digits of the longest of `numbers`, for tags that line up.
+fn tag_width(numbers: impl Iterator<Item = u64>) -> usize {
+    numbers.map(|n| n.to_string().len()).max().unwrap_or(1)
 }
 
 /// One log being read: its reader, the record just read, and where each side's
 /// stream stands.
 struct Conversation<R> {
     reader: Reader<R>,
-    /// What every line of this log starts with: its `[N] ` tag when merging.
-    tag: String,
+    label: Label,
     /// The record just read, whose payload the reader is at.
     current: Option<Record>,
     /// Bytes each side sent before the current record: hex dump offsets.
@@ -202,10 +235,10 @@ struct Conversation<R> {
 }
 
 impl<R: Read> Conversation<R> {
-    fn new(input: R, tag: String) -> Conversation<R> {
+    fn new(input: R, label: Label) -> Conversation<R> {
         Conversation {
             reader: Reader::new(input).keep_payload(false),
-            tag,
+            label,
             current: None,
             stream: [0; 2],
             end: None,
@@ -347,7 +380,8 @@ impl Form for Text {
         self.opts.side.is_none_or(|s| s == side)
     }
 
-    fn header(&mut self, out: &mut dyn Write, tag: &str, rec: &Record, stream: u64) -> io::Result<()> {
+    fn header(&mut self, out: &mut dyn Write, log: &Label, rec: &Record, stream: u64) -> io::Result<()> {
+        let tag = &log.tag;
         let style = self.sides[rec.side.index()];
         let header = style.header;
         let (time, side) = (rec.time, rec.side.name());
@@ -385,8 +419,8 @@ impl Form for Text {
         }
     }
 
-    fn note(&mut self, out: &mut dyn Write, tag: &str, finished: &Finished) -> io::Result<()> {
-        let note = self.note;
+    fn note(&mut self, out: &mut dyn Write, log: &Label, finished: &Finished) -> io::Result<()> {
+        let (tag, note) = (&log.tag, self.note);
         match &finished.end {
             Ok(()) if finished.complete => Ok(()),
             Ok(()) => writeln!(
@@ -410,7 +444,7 @@ impl Form for Raw {
         side == self.side
     }
 
-    fn header(&mut self, _: &mut dyn Write, _: &str, _: &Record, _: u64) -> io::Result<()> {
+    fn header(&mut self, _: &mut dyn Write, _: &Label, _: &Record, _: u64) -> io::Result<()> {
         Ok(())
     }
 
@@ -423,7 +457,7 @@ impl Form for Raw {
     }
 
     /// Raw output has no room for notes: [`Problems::report`] gives them on stderr.
-    fn note(&mut self, _: &mut dyn Write, _: &str, _: &Finished) -> io::Result<()> {
+    fn note(&mut self, _: &mut dyn Write, _: &Label, _: &Finished) -> io::Result<()> {
         Ok(())
     }
 }
@@ -442,19 +476,17 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         color,
     };
     let logs = logs_in_order(&args.logs);
+    let mut form = match (args.raw, args.json) {
+        (Some(side), _) => AnyForm::Raw(Raw { side: side.into() }),
+        (None, true) => AnyForm::Json(Json::new(opts.side)),
+        (None, false) => AnyForm::Text(Text::new(&opts)),
+    };
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut problems = Problems::default();
-    if let Some(side) = args.raw {
-        for path in &logs {
-            if let Some(file) = problems.open(path) {
-                let end = write_raw(file, side.into(), &mut out).context("failed to write to stdout")?;
-                problems.add(path, end);
-            }
-        }
-    } else if args.merge {
+    let numbers = connection_numbers(&logs);
+    if args.merge {
         crate::process::raise_open_files_limit();
-        let numbers = connection_numbers(&logs);
-        if numbers.is_none() {
+        if numbers.is_none() && matches!(form, AnyForm::Text(_)) {
             // Without a `_N` on every file (or with repeated ones) the tags are
             // positions, so say which file each one is.
             for (i, path) in logs.iter().enumerate() {
@@ -462,36 +494,81 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
             }
         }
         let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
-        let width = numbers.iter().map(|n| n.to_string().len()).max().unwrap_or(1);
+        let width = tag_width(numbers.iter().copied());
         let epochs = run_starts(&logs);
         let mut convs = Vec::new();
         let mut paths = Vec::new();
         for ((path, n), epoch_us) in logs.iter().zip(numbers).zip(epochs) {
             if let Some(file) = problems.open(path) {
-                let mut conv = Conversation::new(file, format!("{:<w$} ", format!("[{n}]"), w = width + 2));
+                let mut conv = Conversation::new(file, Label::tagged(n, width));
                 conv.epoch_us = epoch_us;
                 convs.push(conv);
                 paths.push(path);
             }
         }
-        let ends = show_merged(&mut Text::new(&opts), convs, &mut out).context("failed to write to stdout")?;
+        let ends = show_merged(&mut form, convs, &mut out).context("failed to write to stdout")?;
         for (path, end) in paths.into_iter().zip(ends) {
             problems.add(path, end);
         }
     } else {
-        for (i, path) in logs.iter().enumerate() {
-            if logs.len() > 1 {
+        let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
+        for (i, (path, n)) in logs.iter().zip(numbers).enumerate() {
+            if logs.len() > 1 && matches!(form, AnyForm::Text(_)) {
                 let gap = if i > 0 { "\n" } else { "" };
                 writeln!(out, "{gap}==> {} <==", escape::path(path)).context("failed to write to stdout")?;
             }
             if let Some(file) = problems.open(path) {
-                let end = render(file, &mut out, &opts).context("failed to write to stdout")?;
+                let conv = Conversation::new(file, Label::plain(n));
+                let end = show_one(&mut form, conv, &mut out).context("failed to write to stdout")?;
                 problems.add(path, end);
             }
         }
     }
     out.flush().context("failed to write to stdout")?;
-    Ok(problems.report(args.raw.is_some()))
+    Ok(problems.report(!matches!(form, AnyForm::Text(_))))
+}
+
+/// The form `show` writes in, chosen by the options.
+enum AnyForm {
+    Text(Text),
+    Raw(Raw),
+    Json(Json),
+}
+
+impl AnyForm {
+    fn form(&mut self) -> &mut dyn Form {
+        match self {
+            AnyForm::Text(f) => f,
+            AnyForm::Raw(f) => f,
+            AnyForm::Json(f) => f,
+        }
+    }
+}
+
+impl Form for AnyForm {
+    fn shows(&self, side: Side) -> bool {
+        match self {
+            AnyForm::Text(f) => f.shows(side),
+            AnyForm::Raw(f) => f.shows(side),
+            AnyForm::Json(f) => f.shows(side),
+        }
+    }
+
+    fn header(&mut self, out: &mut dyn Write, log: &Label, rec: &Record, stream: u64) -> io::Result<()> {
+        self.form().header(out, log, rec, stream)
+    }
+
+    fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()> {
+        self.form().piece(out, piece)
+    }
+
+    fn end_payload(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        self.form().end_payload(out)
+    }
+
+    fn note(&mut self, out: &mut dyn Write, log: &Label, end: &Finished) -> io::Result<()> {
+        self.form().note(out, log, end)
+    }
 }
 
 /// When, on the wall clock, the clock of each log's run started (µs since the
@@ -589,9 +666,9 @@ impl Problems {
     }
 
     /// Prints the problems and gives the exit status. Cut-short logs are noted
-    /// only for raw output, whose stdout has no room for a note.
-    fn report(&self, raw: bool) -> ExitCode {
-        if raw {
+    /// only for raw and JSON output (`quiet`), whose stdout has no room for a note.
+    fn report(&self, quiet: bool) -> ExitCode {
+        if quiet {
             for line in &self.truncated {
                 say!("{line}");
             }

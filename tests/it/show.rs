@@ -522,3 +522,103 @@ fn bytes_and_file_names_that_could_drive_the_terminal_are_escaped() {
         assert!(stderr.contains("no run index"), "{stderr}");
     }
 }
+
+/// Decodes standard base64 with padding.
+fn unbase64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c:?} in {text:?}"),
+    };
+    assert!(text.len().is_multiple_of(4), "{text:?}");
+    let mut out = Vec::new();
+    for quad in text.as_bytes().chunks(4) {
+        let pad = quad.iter().filter(|&&c| c == b'=').count();
+        let n = quad[..4 - pad]
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | u32::from(value(c)) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    out
+}
+
+#[test]
+fn json_gives_back_every_byte_of_both_sides() {
+    // All 256 byte values, invalid UTF-8, and a character split between the
+    // client's two writes.
+    let mut request: Vec<u8> = (0..=255u8).collect();
+    request.extend_from_slice(b"\xc3\x28 \xe2\x82 \xff\xfe plain\ttext\r\n \xe6");
+    // Clean text, sent at once: one record, shown as text.
+    let reply: &'static [u8] = "HTTP/1.0 200 OK\r\n\r\n\tété 日本\n".as_bytes();
+    let upstream = Upstream::start(move |s| {
+        let _ = read_all(&s);
+        send(&s, reply);
+        let _ = s.shutdown(Shutdown::Write);
+    });
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    let client = connect(proxy.addr);
+    send(&client, &request);
+    send(&client, b"\x97\xa5 rest");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), reply);
+    proxy.wait_ended(1);
+    let log = valid_log(&proxy.log(1));
+    request.extend_from_slice(b"\x97\xa5 rest");
+    assert_eq!(
+        (log.client.as_slice(), log.server.as_slice()),
+        (request.as_slice(), reply)
+    );
+
+    let out = netrecord(&["show", "--json", arg(&proxy.log(1))]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let mut sides = [Vec::new(), Vec::new()];
+    let mut events = Vec::new();
+    let (mut texts, mut base64s) = (0, 0);
+    for line in out.text().lines() {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(object["conn"], 1, "{line}");
+        let side = object["side"].as_str().unwrap();
+        let event = object["event"].as_str().unwrap();
+        assert!(object["time_us"].is_u64(), "{line}");
+        events.push(format!("{} {event}", &side[..1]));
+        if event != "data" {
+            assert_eq!(object.as_object().unwrap().len(), 4, "{line}");
+            continue;
+        }
+        let bytes = match (object.get("text"), object.get("base64")) {
+            (Some(text), None) => {
+                texts += 1;
+                text.as_str().unwrap().as_bytes().to_vec()
+            }
+            (None, Some(coded)) => {
+                base64s += 1;
+                unbase64(coded.as_str().unwrap())
+            }
+            _ => panic!("data as neither text nor base64, or both: {line}"),
+        };
+        assert_eq!(object["len"], bytes.len(), "{line}");
+        sides[usize::from(side == "server")].extend(bytes);
+    }
+    assert_eq!(sha256(&sides[0]), sha256(&log.client));
+    assert_eq!(sha256(&sides[1]), sha256(&log.server));
+    assert!(base64s > 0 && texts > 0, "{}", out.text());
+    let shape: Vec<String> = log
+        .events
+        .iter()
+        .map(|(s, e)| {
+            let what = match e {
+                Event::Con => "con",
+                Event::Data(_) => "data",
+                Event::Hup => "hup",
+                Event::Err => "err",
+            };
+            format!("{} {what}", s.letter())
+        })
+        .collect();
+    assert_eq!(events, shape);
+    drop(proxy);
+}

@@ -22,12 +22,14 @@
 use std::fmt;
 use std::fs::File;
 use std::io::{self, Read, Write};
+use std::path::Path;
 use std::process::ExitCode;
 
 use anyhow::Context;
 
 use crate::cli::CheckArgs;
-use crate::log::{ReadError, Reader, Side, Summary};
+use crate::escape;
+use crate::log::{End, ReadError, Reader, Side, Summary};
 use crate::process::say;
 
 /// What checking one log found.
@@ -90,26 +92,137 @@ impl fmt::Display for Verdict {
     }
 }
 
+/// The JSON form of a verdict, for `check --json`: one object per log.
+///
+/// ```text
+/// {"log":"rec_1","valid":true,"complete":true,"records":5,"client_bytes":6,"server_bytes":7,
+///  "first_us":104,"last_us":1204602,"duration_us":1204498,"client_end":"hup","server_end":"hup",
+///  "truncated":null,"error":null}
+/// ```
+///
+/// `valid` is the exit status's verdict; `complete`, whether the log holds its
+/// connection's end (both `hup`s or an `err`); `first_us`, `last_us`: the times
+/// of the first and last records (`null` in an empty log); `truncated`, where a
+/// log cut short ends (`{"offset":..,"what":..}`); `error`, why a log is not
+/// valid: `{"kind":"corrupt","offset":..,"what":..}` or `{"kind":"unreadable",
+/// "offset":null,"what":..}`. The counts are of the valid records before either.
+#[derive(Debug, serde::Serialize)]
+pub struct JsonVerdict {
+    pub log: String,
+    pub valid: bool,
+    pub complete: bool,
+    pub records: u64,
+    pub client_bytes: u64,
+    pub server_bytes: u64,
+    pub first_us: Option<u64>,
+    pub last_us: Option<u64>,
+    pub duration_us: u64,
+    pub client_end: End,
+    pub server_end: End,
+    pub truncated: Option<Problem>,
+    pub error: Option<Problem>,
+}
+
+/// Where and why reading a log stopped early, in [`JsonVerdict`].
+#[derive(Debug, serde::Serialize)]
+pub struct Problem {
+    /// `"corrupt"` or `"unreadable"` for an error; absent for a cut.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<&'static str>,
+    pub offset: Option<u64>,
+    pub what: String,
+}
+
+impl JsonVerdict {
+    /// The verdict on the log at `path`.
+    pub fn new(path: &Path, verdict: &Verdict) -> JsonVerdict {
+        let s = &verdict.summary;
+        let (truncated, error) = match &verdict.end {
+            Ok(()) => (None, None),
+            Err(ReadError::Truncated { offset, what }) => (
+                Some(Problem {
+                    kind: None,
+                    offset: Some(*offset),
+                    what: what.clone(),
+                }),
+                None,
+            ),
+            Err(ReadError::Corrupt { offset, what }) => (
+                None,
+                Some(Problem {
+                    kind: Some("corrupt"),
+                    offset: Some(*offset),
+                    what: what.clone(),
+                }),
+            ),
+            Err(e @ ReadError::Io(_)) => (None, Some(unreadable(e.to_string()))),
+        };
+        JsonVerdict {
+            log: path.to_string_lossy().into_owned(),
+            valid: verdict.is_valid(),
+            complete: s.is_complete(),
+            records: s.records,
+            client_bytes: s.bytes[Side::Client.index()],
+            server_bytes: s.bytes[Side::Server.index()],
+            first_us: s.first.map(|t| t.0),
+            last_us: s.last.map(|t| t.0),
+            duration_us: s.duration().0,
+            client_end: s.end(Side::Client),
+            server_end: s.end(Side::Server),
+            truncated,
+            error,
+        }
+    }
+
+    /// The verdict on a log that could not be opened.
+    fn unopened(path: &Path, error: &io::Error) -> JsonVerdict {
+        let mut verdict = JsonVerdict::new(
+            path,
+            &Verdict {
+                summary: Summary::default(),
+                end: Ok(()),
+            },
+        );
+        verdict.valid = false;
+        verdict.error = Some(unreadable(format!("failed to open: {error}")));
+        verdict
+    }
+}
+
+fn unreadable(what: String) -> Problem {
+    Problem {
+        kind: Some("unreadable"),
+        offset: None,
+        what,
+    }
+}
+
 /// Runs `netrecord check`.
 pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     let mut out = io::stdout().lock();
     let mut bad = 0;
     let logs = crate::log::logs_in_order(&args.logs);
     for path in &logs {
-        let line = match File::open(path) {
+        let (valid, line) = match File::open(path) {
             Ok(file) => {
                 let verdict = check(file);
-                if !verdict.is_valid() {
-                    bad += 1;
-                }
-                verdict.to_string()
+                let line = if args.json {
+                    json_line(&JsonVerdict::new(path, &verdict))
+                } else {
+                    format!("{}: {verdict}", escape::path(path))
+                };
+                (verdict.is_valid(), line)
             }
-            Err(e) => {
-                bad += 1;
-                format!("unreadable, failed to open: {e}")
-            }
+            Err(e) if args.json => (false, json_line(&JsonVerdict::unopened(path, &e))),
+            Err(e) => (
+                false,
+                format!("{}: unreadable, failed to open: {e}", escape::path(path)),
+            ),
         };
-        writeln!(out, "{}: {line}", path.display()).context("failed to write to stdout")?;
+        if !valid {
+            bad += 1;
+        }
+        writeln!(out, "{line}").context("failed to write to stdout")?;
     }
     out.flush().context("failed to write to stdout")?;
     if bad == 0 {
@@ -117,6 +230,10 @@ pub fn run(args: &CheckArgs) -> anyhow::Result<ExitCode> {
     }
     say!("{bad} of {} logs not valid", logs.len());
     Ok(ExitCode::FAILURE)
+}
+
+fn json_line(verdict: &JsonVerdict) -> String {
+    serde_json::to_string(verdict).expect("a verdict is always JSON")
 }
 
 #[cfg(test)]
@@ -182,5 +299,37 @@ mod tests {
         let (valid, text) = line(&log);
         assert!(!valid);
         assert_eq!(text, "invalid, corrupt record at byte 54: unknown record kind \"xup\"");
+    }
+
+    #[test]
+    fn json_has_every_count_and_the_violation_with_its_offset() {
+        let json = |log: &[u8]| serde_json::to_value(JsonVerdict::new(Path::new("rec_1"), &check(log))).unwrap();
+        assert_eq!(
+            json(EXAMPLE),
+            serde_json::json!({
+                "log": "rec_1", "valid": true, "complete": true, "records": 5,
+                "client_bytes": 6, "server_bytes": 7, "first_us": 104, "last_us": 1_204_602,
+                "duration_us": 1_204_498, "client_end": "hup", "server_end": "hup",
+                "truncated": null, "error": null,
+            })
+        );
+        let cut = json(&EXAMPLE[..50]);
+        assert_eq!(
+            cut["truncated"],
+            serde_json::json!({"offset": 34, "what": "the payload ends after 3 of 7 bytes"})
+        );
+        assert_eq!(
+            (&cut["valid"], &cut["server_bytes"], &cut["server_end"]),
+            (&true.into(), &3.into(), &"open".into())
+        );
+        let mut bad = EXAMPLE.to_vec();
+        bad[65] = b'x';
+        let bad = json(&bad);
+        assert_eq!(bad["valid"], false);
+        assert_eq!(
+            bad["error"],
+            serde_json::json!({"kind": "corrupt", "offset": 54, "what": "unknown record kind \"xup\""})
+        );
+        assert_eq!(json(b"")["first_us"], serde_json::Value::Null);
     }
 }

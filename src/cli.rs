@@ -49,11 +49,13 @@ pub struct RecordArgs {
     pub server_host: Option<String>,
 
     /// The server's TCP port.
-    #[arg(required = true, value_parser = clap::value_parser!(u16).range(1..))]
+    // A negative number is taken as a value, so that `-1` is reported as a bad
+    // port rather than as an unknown option.
+    #[arg(required = true, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(1..))]
     pub server_port: Option<u16>,
 
     /// The port to accept clients on (0 picks a free port and prints it).
-    #[arg(required = true)]
+    #[arg(required = true, allow_negative_numbers = true, value_parser = clap::value_parser!(u16).range(0..))]
     pub proxy_port: Option<u16>,
 
     /// Where logs go: connection N is recorded in `<LOG_FILE_ROOT>_N`.
@@ -66,7 +68,7 @@ pub struct RecordArgs {
     pub listen: std::net::IpAddr,
 
     /// Seconds to wait for the server to accept each connection.
-    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds)]
+    #[arg(long, value_name = "SECS", default_value = "10", value_parser = seconds, allow_negative_numbers = true)]
     pub connect_timeout: Duration,
 
     /// Print only the startup lines, errors and the final summary, not a line per
@@ -262,13 +264,28 @@ impl RecordArgs {
     }
 }
 
-/// Parses a positive number of seconds, fractions allowed (`0.5`).
+/// The longest duration [`seconds`] accepts, about 31 years: longer than any
+/// wait anyone means, and short enough that adding it to the current time can
+/// never overflow.
+pub const MAX_SECONDS: f64 = 1e9;
+
+/// Parses a positive number of seconds, fractions allowed (`0.5`), at most
+/// [`MAX_SECONDS`].
 pub fn seconds(s: &str) -> Result<Duration, String> {
-    s.parse::<f64>()
-        .ok()
-        .and_then(|secs| Duration::try_from_secs_f64(secs).ok())
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a positive number of seconds"))?;
+    if secs.is_nan() || secs <= 0.0 {
+        return Err(format!("{s:?} is not a positive number of seconds"));
+    }
+    if secs > MAX_SECONDS {
+        return Err(format!(
+            "{s:?} seconds is too long: at most {MAX_SECONDS:.0} (about 31 years)"
+        ));
+    }
+    Some(Duration::from_secs_f64(secs))
         .filter(|d| !d.is_zero())
-        .ok_or_else(|| format!("{s:?} is not a positive number of seconds"))
+        .ok_or_else(|| format!("{s:?} seconds is too short: at least 0.000000001 (a nanosecond)"))
 }
 
 /// The subcommands, each run by its own module.
@@ -319,7 +336,9 @@ Examples:
   netrecord show /tmp/redis_1
   netrecord show --hex --side s /tmp/redis_1
   netrecord show --merge /tmp/redis_*
-  netrecord show --raw s /tmp/http_1 > response.bin")]
+  netrecord show --raw s /tmp/http_1 > response.bin
+  netrecord show --follow /tmp/redis
+  netrecord show --json /tmp/redis_* | jq -c 'select(.event == \"data\")'")]
 pub struct ShowArgs {
     /// Log files to show.
     #[arg(required = true, value_name = "LOG")]
@@ -345,6 +364,17 @@ pub struct ShowArgs {
     /// connection number.
     #[arg(long)]
     pub merge: bool,
+
+    /// One JSON object per line per record (conn, side, time_us, event, and for
+    /// data len and the bytes as text or base64), for scripts.
+    #[arg(long, conflicts_with_all = ["hex", "raw"])]
+    pub json: bool,
+
+    /// Show records as they are written: LOG until its connection ends, or a log
+    /// file root (as given to the recorder) for every log of the run, new ones
+    /// included, until interrupted.
+    #[arg(long, conflicts_with = "merge")]
+    pub follow: bool,
 }
 
 /// Validate logs against the format and summarise each in one line.
@@ -352,12 +382,18 @@ pub struct ShowArgs {
 #[command(after_help = "\
 Exit status: 0 if every log is valid (complete, open or cut short), 1 otherwise.
 
-Example:
-  netrecord check /tmp/redis_*")]
+Examples:
+  netrecord check /tmp/redis_*
+  netrecord check --json /tmp/redis_* | jq -c 'select(.valid | not)'")]
 pub struct CheckArgs {
     /// Log files to check.
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
+
+    /// One JSON object per log instead of a line of text, with every count of the
+    /// summary, how each side ended, and the violation with its offset.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Export recordings as a pcap file for Wireshark or tshark.
@@ -733,5 +769,48 @@ mod tests {
         ] {
             assert!(size(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn seconds_say_what_is_wrong_with_them() {
+        assert_eq!(seconds("0.5"), Ok(Duration::from_millis(500)));
+        assert_eq!(seconds("1e9"), Ok(Duration::from_secs(1_000_000_000)));
+        assert_eq!(
+            seconds("1e30").unwrap_err(),
+            "\"1e30\" seconds is too long: at most 1000000000 (about 31 years)"
+        );
+        assert!(seconds("inf").unwrap_err().contains("too long"));
+        for bad in ["0", "-1", "nan", "ten", ""] {
+            assert!(
+                seconds(bad)
+                    .unwrap_err()
+                    .ends_with("is not a positive number of seconds"),
+                "{bad}"
+            );
+        }
+        assert!(seconds("1e-12").unwrap_err().contains("too short"));
+    }
+
+    #[test]
+    fn a_negative_port_is_a_bad_port_not_an_unknown_option() {
+        for args in [
+            ["netrecord", "db.local", "-1", "0", "/tmp/rec"],
+            ["netrecord", "db.local", "5432", "-1", "/tmp/rec"],
+        ] {
+            let err = Cli::try_parse_from(args).unwrap_err();
+            assert_eq!(err.kind(), clap::error::ErrorKind::ValueValidation, "{err}");
+            assert!(err.to_string().contains("invalid value '-1' for '<"), "{err}");
+        }
+        let err = Cli::try_parse_from([
+            "netrecord",
+            "db.local",
+            "5432",
+            "0",
+            "/tmp/rec",
+            "--connect-timeout",
+            "-1",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("is not a positive number of seconds"), "{err}");
     }
 }

@@ -28,6 +28,7 @@ use std::sync::Mutex;
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
 
+use crate::escape;
 use crate::log::End;
 
 /// One connection's line in the index.
@@ -281,11 +282,11 @@ pub fn read_index(path: &Path) -> anyhow::Result<Vec<Entry>> {
 /// `note` says which line of which file and why, and the entries around it are
 /// kept. Only a file that cannot be opened or read is an error.
 pub fn read_index_noting(path: &Path, note: &mut dyn FnMut(String)) -> anyhow::Result<Vec<Entry>> {
-    let file = File::open(path).with_context(|| format!("failed to open index {}", path.display()))?;
+    let file = File::open(path).with_context(|| format!("failed to open index {}", escape::path(path)))?;
     let mut entries = Vec::new();
     let mut lines = BufReader::new(file).split(b'\n').enumerate().peekable();
     while let Some((i, line)) = lines.next() {
-        let line = line.with_context(|| format!("failed to read index {}", path.display()))?;
+        let line = line.with_context(|| format!("failed to read index {}", escape::path(path)))?;
         if line.is_empty() {
             continue;
         }
@@ -297,7 +298,7 @@ pub fn read_index_noting(path: &Path, note: &mut dyn FnMut(String)) -> anyhow::R
                 } else {
                     format!("it is not a valid entry ({e})")
                 };
-                note(format!("skipped line {} of index {}: {why}", i + 1, path.display()));
+                note(format!("skipped line {} of index {}: {why}", i + 1, escape::path(path)));
             }
         }
     }

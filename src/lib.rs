@@ -21,9 +21,12 @@
 //! - [`log`]: the log format (its spec is the module doc), the writer and the
 //!   streaming reader.
 //! - [`index`]: the run index `<root>_index.jsonl`, one JSON line per connection.
+//! - [`runs`]: which run a log belongs to and when its clock started, from the
+//!   index, so that readers can order logs of different runs.
 //! - [`show`], [`check`], [`pcap`], [`replay`]: the subcommands that read logs.
 //! - [`net`]: resolving a server's name, connecting to the first address that
 //!   answers, binding, and a listener another thread can stop.
+//! - [`escape`]: bytes from logs and file names made safe to print.
 //! - [`process`]: the open-files limit, stop signals, and the one channel for
 //!   `netrecord:` messages.
 //! - [`generate`]: the man page and shell completions.
@@ -32,6 +35,7 @@
 pub mod check;
 pub mod cli;
 pub mod demo;
+pub mod escape;
 pub mod generate;
 pub mod index;
 pub mod log;
@@ -41,5 +45,6 @@ mod peer;
 pub mod process;
 pub mod proxy;
 pub mod replay;
+pub mod runs;
 pub mod show;
 mod tls;

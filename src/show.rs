@@ -1,8 +1,8 @@
 //! `netrecord show`: recorded conversations as a person reads them.
 //!
 //! Each record becomes one header line, `<time> <side> <what>`, and a data record's
-//! payload follows, indented, as escaped text (`payload::write_text`) or as a hex
-//! dump whose offsets count the bytes of that side's stream (`payload::write_hex`).
+//! payload follows, indented, as escaped text (`payload::TextWriter`) or as a hex
+//! dump whose offsets count the bytes of that side's stream (`payload::HexWriter`).
 //! The FORMAT.md example shows as:
 //!
 //! ```text
@@ -16,31 +16,39 @@
 //! ```
 //!
 //! Several logs are shown one after the other under `==> <path> <==` headings, or,
-//! with `--merge`, as one timeline (all files of a run share one clock) in which
-//! every line starts with its connection's tag, `[N]`. `--raw` writes one side's
+//! with `--merge`, as one timeline (all files of a run share one clock, and the
+//! runs of a root are put in wall-clock order from the run index: [`run_starts`])
+//! in which every line starts with its connection's tag, `[N]`. `--raw` writes one side's
 //! payload bytes alone.
 //!
-//! Everything streams: one record's payload per log is in memory at a time. A log
-//! that ends before its connection did (still open, or cut short inside a record)
-//! is shown to its end with a note; a corrupt one is shown up to the bad record,
-//! then the error is noted and reported, and the exit status is 1.
+//! Everything streams, within a record too: a payload is read and written in
+//! pieces of at most [`PIECE`] bytes, and a payload of a side that is not shown
+//! is skipped unread, so memory stays the same whatever the size of a record.
+//! A log that ends before its connection did (still open, or cut short inside a
+//! record) is shown to its end with a note, the bytes of a record cut short
+//! included; a corrupt one is shown up to the bad record, then the error is
+//! noted and reported, and the exit status is 1.
 
+mod json;
 mod payload;
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::fs::File;
 use std::io::{self, BufWriter, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anstyle::{AnsiColor, Style};
 use anyhow::Context;
 
 use crate::cli::{ColorChoice, ShowArgs};
-use crate::log::{Event, Micros, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
+use crate::escape;
+use crate::log::{Event, ReadError, Reader, Record, Side, connection_numbers, logs_in_order};
 use crate::process::say;
-use payload::Paint;
+use crate::runs::Found;
+use json::Json;
+use payload::{HexWriter, Paint, TextWriter};
 
 /// How to show records.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -64,91 +72,177 @@ pub enum End {
     Failed(ReadError),
 }
 
+/// The most payload bytes read and written at once: small enough that memory
+/// stays a few MiB whatever the size of a record, large enough that a large log
+/// shows at disk speed.
+pub const PIECE: usize = 64 * 1024;
+
 /// Shows one log read from `input`.
 ///
 /// Errors are only those of writing to `out`; what is wrong with the log itself is
 /// noted in the output and returned as the [`End`].
 pub fn render(input: impl Read, out: &mut impl Write, opts: &Options) -> io::Result<End> {
-    let printer = Printer::new(opts);
-    let mut log = Conversation::new(input, String::new());
-    while log.advance() {
-        printer.record(out, &log)?;
-    }
-    printer.end(out, log.take_end())
+    let mut form = Text::new(opts);
+    show_one(&mut form, Conversation::new(input, Label::plain(1)), out)
 }
 
 /// Shows several logs of one run as one timeline, ordered by time (records with
 /// equal times in the order of `logs`). Each log comes with its connection number,
 /// which tags every line it contributes. Returns each log's end, in order.
 pub fn render_merged<R: Read>(logs: Vec<(u64, R)>, out: &mut impl Write, opts: &Options) -> io::Result<Vec<End>> {
-    let printer = Printer::new(opts);
-    let width = logs.iter().map(|(n, _)| n.to_string().len()).max().unwrap_or(1);
-    let mut convs: Vec<Conversation<R>> = logs
+    let width = tag_width(logs.iter().map(|(n, _)| *n));
+    let convs = logs
         .into_iter()
-        .map(|(n, input)| Conversation::new(input, format!("{:<w$} ", format!("[{n}]"), w = width + 2)))
+        .map(|(n, input)| Conversation::new(input, Label::tagged(n, width)))
         .collect();
+    show_merged(&mut Text::new(opts), convs, out)
+}
+
+/// Writes the payload bytes of `side`'s data records, and nothing else, to `out`.
+pub fn write_raw(input: impl Read, side: Side, out: &mut impl Write) -> io::Result<End> {
+    show_one(&mut Raw { side }, Conversation::new(input, Label::plain(1)), out)
+}
+
+/// Shows every record of one log in `form`.
+fn show_one<R: Read>(form: &mut impl Form, mut conv: Conversation<R>, out: &mut impl Write) -> io::Result<End> {
+    while conv.advance() {
+        show_record(form, &mut conv, out)?;
+    }
+    let end = conv.take_end();
+    form.note(out, &conv.label, &end)?;
+    Ok(end.into())
+}
+
+/// Shows the records of several logs as one timeline: the earliest next record
+/// of any log first.
+fn show_merged<R: Read>(
+    form: &mut impl Form,
+    mut convs: Vec<Conversation<R>>,
+    out: &mut impl Write,
+) -> io::Result<Vec<End>> {
     let mut ends: Vec<Option<End>> = convs.iter().map(|_| None).collect();
     // The next record of every log that has one, earliest first. A log is read
-    // on only after its record has been shown, so at most one payload per log is
-    // held at a time.
+    // on only after its record has been shown, so at most one piece of payload
+    // per log is held at a time.
     let mut next = BinaryHeap::new();
     for (i, conv) in convs.iter_mut().enumerate() {
         if conv.advance() {
-            next.push(Reverse((conv.current_time(), i)));
+            next.push(Reverse((conv.current_key(), i)));
         } else {
-            ends[i] = Some(printer.end(out, conv.take_end())?);
+            let end = conv.take_end();
+            form.note(out, &conv.label, &end)?;
+            ends[i] = Some(end.into());
         }
     }
     while let Some(Reverse((_, i))) = next.pop() {
         let conv = &mut convs[i];
-        printer.record(out, conv)?;
+        show_record(form, conv, out)?;
         if conv.advance() {
-            next.push(Reverse((conv.current_time(), i)));
+            next.push(Reverse((conv.current_key(), i)));
         } else {
             // The end is noted right after the log's last record, where it
             // belongs in the timeline.
-            ends[i] = Some(printer.end(out, conv.take_end())?);
+            let end = conv.take_end();
+            form.note(out, &conv.label, &end)?;
+            ends[i] = Some(end.into());
         }
     }
     Ok(ends.into_iter().map(|e| e.unwrap_or(End::Clean)).collect())
 }
 
-/// Writes the payload bytes of `side`'s data records, and nothing else, to `out`.
-pub fn write_raw(input: impl Read, side: Side, out: &mut impl Write) -> io::Result<End> {
-    let mut reader = Reader::new(input);
-    loop {
-        match reader.next_record() {
-            Ok(Some(rec)) if rec.side == side => out.write_all(reader.payload())?,
-            Ok(Some(_)) => {}
-            Ok(None) => return Ok(End::Clean),
-            Err(e @ ReadError::Truncated { .. }) => return Ok(End::Truncated(e)),
-            Err(e) => return Ok(End::Failed(e)),
+/// Shows the conversation's current record: its header, then its payload piece
+/// by piece. A record of a side the form leaves out is skipped, payload unread.
+fn show_record<R: Read>(form: &mut impl Form, conv: &mut Conversation<R>, out: &mut impl Write) -> io::Result<()> {
+    let Some(rec) = conv.current else { return Ok(()) };
+    if !form.shows(rec.side) {
+        return Ok(());
+    }
+    form.header(out, &conv.label, &rec, conv.stream[rec.side.index()])?;
+    if let Event::Data(_) = rec.event {
+        while let Some(piece) = conv.piece() {
+            form.piece(out, piece)?;
+        }
+        form.end_payload(out)?;
+    }
+    Ok(())
+}
+
+/// One way of writing records out: text or hex for people, raw bytes.
+trait Form {
+    /// Whether records of `side` are written at all.
+    fn shows(&self, side: Side) -> bool;
+
+    /// Writes a record's header. `stream` is how many bytes its side sent before
+    /// it, where a data record's payload starts in that side's stream.
+    fn header(&mut self, out: &mut dyn Write, log: &Label, rec: &Record, stream: u64) -> io::Result<()>;
+
+    /// Writes the next piece of the payload of the data record just started.
+    fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()>;
+
+    /// Ends the payload of the data record just started.
+    fn end_payload(&mut self, out: &mut dyn Write) -> io::Result<()>;
+
+    /// Notes how a log ended, where the form has room for that.
+    fn note(&mut self, out: &mut dyn Write, log: &Label, end: &Finished) -> io::Result<()>;
+}
+
+/// How a log is named in what is shown.
+#[derive(Clone, Debug)]
+struct Label {
+    /// What every text line of this log starts with: its `[N] ` tag when merging.
+    tag: String,
+    /// Its connection number: the `N` of `<root>_N`, or its place in the list.
+    conn: u64,
+}
+
+impl Label {
+    /// A log shown on its own: no tag.
+    fn plain(conn: u64) -> Label {
+        Label {
+            tag: String::new(),
+            conn,
         }
     }
+
+    /// A log merged with others: tagged `[N]`, padded to `width` digits.
+    fn tagged(conn: u64, width: usize) -> Label {
+        Label {
+            tag: format!("{:<w$} ", format!("[{conn}]"), w = width + 2),
+            conn,
+        }
+    }
+}
+
+/// The digits of the longest of `numbers`, for tags that line up.
+fn tag_width(numbers: impl Iterator<Item = u64>) -> usize {
+    numbers.map(|n| n.to_string().len()).max().unwrap_or(1)
 }
 
 /// One log being read: its reader, the record just read, and where each side's
 /// stream stands.
 struct Conversation<R> {
     reader: Reader<R>,
-    /// What every line of this log starts with: its `[N] ` tag when merging.
-    tag: String,
-    /// The record just read, whose payload is the reader's.
+    label: Label,
+    /// The record just read, whose payload the reader is at.
     current: Option<Record>,
     /// Bytes each side sent before the current record: hex dump offsets.
     stream: [u64; 2],
     /// Why reading stopped, once it has.
     end: Option<Result<(), ReadError>>,
+    /// The Unix time (µs) at which the log's clock read zero, when merging logs
+    /// whose runs are known; else 0.
+    epoch_us: u64,
 }
 
 impl<R: Read> Conversation<R> {
-    fn new(input: R, tag: String) -> Conversation<R> {
+    fn new(input: R, label: Label) -> Conversation<R> {
         Conversation {
-            reader: Reader::new(input),
-            tag,
+            reader: Reader::new(input).keep_payload(false),
+            label,
             current: None,
             stream: [0; 2],
             end: None,
+            epoch_us: 0,
         }
     }
 
@@ -163,13 +257,16 @@ impl<R: Read> Conversation<R> {
             self.stream[side.index()] += n as u64;
         }
         self.current = None;
+        if self.end.is_some() {
+            return false;
+        }
         match self.reader.next_record() {
             Ok(Some(rec)) => {
                 self.current = Some(rec);
                 true
             }
             Ok(None) => {
-                self.end.get_or_insert(Ok(()));
+                self.end = Some(Ok(()));
                 false
             }
             Err(e) => {
@@ -179,26 +276,51 @@ impl<R: Read> Conversation<R> {
         }
     }
 
-    fn current_time(&self) -> Micros {
-        self.current.map(|r| r.time).unwrap_or_default()
+    /// The next piece of the current record's payload, or `None` at its end, or
+    /// where the log ends inside it or cannot be read (the error is kept for
+    /// the end of the log).
+    fn piece(&mut self) -> Option<&[u8]> {
+        match self.reader.payload_piece(PIECE) {
+            Ok([]) => None,
+            Ok(piece) => Some(piece),
+            Err(e) => {
+                self.end = Some(Err(e));
+                None
+            }
+        }
     }
 
-    /// How the log ended, for [`Printer::end`]; call once, after `advance` has
-    /// returned false.
-    fn take_end(&mut self) -> Finished<'_> {
+    /// Where the current record goes in a timeline of several logs: its time on
+    /// the wall clock when the log's run start is known, else on the log's clock.
+    fn current_key(&self) -> u64 {
+        let time = self.current.map(|r| r.time).unwrap_or_default();
+        self.epoch_us.saturating_add(time.0)
+    }
+
+    /// How the log ended; call once, after `advance` has returned false.
+    fn take_end(&mut self) -> Finished {
         Finished {
-            tag: &self.tag,
             complete: self.reader.summary().is_complete(),
             end: self.end.take().unwrap_or(Ok(())),
         }
     }
 }
 
-/// What [`Printer::end`] needs to know about a log that has ended.
-struct Finished<'a> {
-    tag: &'a str,
+/// How a log that has been read to its end ended.
+struct Finished {
+    /// Whether the log holds its connection's end.
     complete: bool,
     end: Result<(), ReadError>,
+}
+
+impl From<Finished> for End {
+    fn from(finished: Finished) -> End {
+        match finished.end {
+            Ok(()) => End::Clean,
+            Err(e @ ReadError::Truncated { .. }) => End::Truncated(e),
+            Err(e) => End::Failed(e),
+        }
+    }
 }
 
 /// The styles of one side: its header lines and its payload.
@@ -208,19 +330,27 @@ struct SideStyle {
     paint: Paint,
 }
 
-/// Writes records and notes in the chosen form.
-struct Printer {
+/// Records as text lines, payloads as escaped text or hex dumps.
+struct Text {
     opts: Options,
     /// Indexed by [`Side::index`].
     sides: [SideStyle; 2],
     note: Style,
+    /// The payload being written.
+    payload: Option<Payload>,
+}
+
+/// Where a payload being written stands.
+enum Payload {
+    Text(TextWriter),
+    Hex(HexWriter),
 }
 
 /// Indentation of payload lines under their header.
 const INDENT: &str = "    ";
 
-impl Printer {
-    fn new(opts: &Options) -> Printer {
+impl Text {
+    fn new(opts: &Options) -> Text {
         let side = |color: AnsiColor| {
             let text = Style::new().fg_color(Some(color.into()));
             SideStyle {
@@ -236,22 +366,25 @@ impl Printer {
         } else {
             Default::default()
         };
-        Printer {
+        Text {
             opts: *opts,
             sides,
             note,
+            payload: None,
         }
     }
+}
 
-    /// Writes the conversation's current record, unless its side is filtered out.
-    fn record<R: Read>(&self, out: &mut impl Write, conv: &Conversation<R>) -> io::Result<()> {
-        let Some(rec) = conv.current else { return Ok(()) };
-        if self.opts.side.is_some_and(|side| side != rec.side) {
-            return Ok(());
-        }
+impl Form for Text {
+    fn shows(&self, side: Side) -> bool {
+        self.opts.side.is_none_or(|s| s == side)
+    }
+
+    fn header(&mut self, out: &mut dyn Write, log: &Label, rec: &Record, stream: u64) -> io::Result<()> {
+        let tag = &log.tag;
         let style = self.sides[rec.side.index()];
         let header = style.header;
-        let (tag, time, side) = (&conv.tag, rec.time, rec.side.name());
+        let (time, side) = (rec.time, rec.side.name());
         match rec.event {
             Event::Con => writeln!(out, "{tag}{header}{time} {side} connected{header:#}"),
             Event::Hup => writeln!(out, "{tag}{header}{time} {side} hung up{header:#}"),
@@ -260,39 +393,72 @@ impl Printer {
                 let unit = if n == 1 { "byte" } else { "bytes" };
                 writeln!(out, "{tag}{header}{time} {side} {n} {unit}{header:#}")?;
                 let prefix = format!("{tag}{INDENT}");
-                let payload = conv.reader.payload();
-                if self.opts.hex {
-                    payload::write_hex(out, payload, conv.stream[rec.side.index()], &prefix, style.paint)
+                self.payload = Some(if self.opts.hex {
+                    Payload::Hex(HexWriter::new(stream, &prefix, style.paint))
                 } else {
-                    payload::write_text(out, payload, &prefix, style.paint)
-                }
+                    Payload::Text(TextWriter::new(&prefix, style.paint))
+                });
+                Ok(())
             }
         }
     }
 
-    /// Notes how a log ended, unless it recorded its connection's end.
-    fn end(&self, out: &mut impl Write, finished: Finished<'_>) -> io::Result<End> {
-        let Finished { tag, complete, end } = finished;
-        let note = self.note;
-        match end {
-            Ok(()) if complete => Ok(End::Clean),
-            Ok(()) => {
-                writeln!(
-                    out,
-                    "{tag}{note}-- the log ends here, before the connection did \
-                     (still open, or the recording stopped){note:#}"
-                )?;
-                Ok(End::Clean)
-            }
-            Err(e @ ReadError::Truncated { .. }) => {
-                writeln!(out, "{tag}{note}-- the log is cut short: {e}{note:#}")?;
-                Ok(End::Truncated(e))
-            }
-            Err(e) => {
-                writeln!(out, "{tag}{note}-- {e}{note:#}")?;
-                Ok(End::Failed(e))
-            }
+    fn piece(&mut self, mut out: &mut dyn Write, piece: &[u8]) -> io::Result<()> {
+        match &mut self.payload {
+            Some(Payload::Text(text)) => text.write(&mut out, piece),
+            Some(Payload::Hex(hex)) => hex.write(&mut out, piece),
+            None => Ok(()),
         }
+    }
+
+    fn end_payload(&mut self, mut out: &mut dyn Write) -> io::Result<()> {
+        match self.payload.take() {
+            Some(Payload::Text(mut text)) => text.finish(&mut out),
+            Some(Payload::Hex(mut hex)) => hex.finish(&mut out),
+            None => Ok(()),
+        }
+    }
+
+    fn note(&mut self, out: &mut dyn Write, log: &Label, finished: &Finished) -> io::Result<()> {
+        let (tag, note) = (&log.tag, self.note);
+        match &finished.end {
+            Ok(()) if finished.complete => Ok(()),
+            Ok(()) => writeln!(
+                out,
+                "{tag}{note}-- the log ends here, before the connection did \
+                 (still open, or the recording stopped){note:#}"
+            ),
+            Err(e @ ReadError::Truncated { .. }) => writeln!(out, "{tag}{note}-- the log is cut short: {e}{note:#}"),
+            Err(e) => writeln!(out, "{tag}{note}-- {e}{note:#}"),
+        }
+    }
+}
+
+/// One side's payload bytes alone, as they were sent.
+struct Raw {
+    side: Side,
+}
+
+impl Form for Raw {
+    fn shows(&self, side: Side) -> bool {
+        side == self.side
+    }
+
+    fn header(&mut self, _: &mut dyn Write, _: &Label, _: &Record, _: u64) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()> {
+        out.write_all(piece)
+    }
+
+    fn end_payload(&mut self, _: &mut dyn Write) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// Raw output has no room for notes: [`Problems::report`] gives them on stderr.
+    fn note(&mut self, _: &mut dyn Write, _: &Label, _: &Finished) -> io::Result<()> {
+        Ok(())
     }
 }
 
@@ -310,52 +476,160 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         color,
     };
     let logs = logs_in_order(&args.logs);
+    let mut form = match (args.raw, args.json) {
+        (Some(side), _) => AnyForm::Raw(Raw { side: side.into() }),
+        (None, true) => AnyForm::Json(Json::new(opts.side)),
+        (None, false) => AnyForm::Text(Text::new(&opts)),
+    };
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
     let mut problems = Problems::default();
-    if let Some(side) = args.raw {
-        for path in &logs {
-            if let Some(file) = problems.open(path) {
-                let end = write_raw(file, side.into(), &mut out).context("failed to write to stdout")?;
-                problems.add(path, end);
-            }
-        }
-    } else if args.merge {
+    let numbers = connection_numbers(&logs);
+    if args.merge {
         crate::process::raise_open_files_limit();
-        let numbers = connection_numbers(&logs);
-        if numbers.is_none() {
+        if numbers.is_none() && matches!(form, AnyForm::Text(_)) {
             // Without a `_N` on every file (or with repeated ones) the tags are
             // positions, so say which file each one is.
             for (i, path) in logs.iter().enumerate() {
-                writeln!(out, "==> [{}] {} <==", i + 1, path.display()).context("failed to write to stdout")?;
+                writeln!(out, "==> [{}] {} <==", i + 1, escape::path(path)).context("failed to write to stdout")?;
             }
         }
         let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
-        let mut files = Vec::new();
+        let width = tag_width(numbers.iter().copied());
+        let epochs = run_starts(&logs);
+        let mut convs = Vec::new();
         let mut paths = Vec::new();
-        for (path, n) in logs.iter().zip(numbers) {
+        for ((path, n), epoch_us) in logs.iter().zip(numbers).zip(epochs) {
             if let Some(file) = problems.open(path) {
-                files.push((n, file));
+                let mut conv = Conversation::new(file, Label::tagged(n, width));
+                conv.epoch_us = epoch_us;
+                convs.push(conv);
                 paths.push(path);
             }
         }
-        let ends = render_merged(files, &mut out, &opts).context("failed to write to stdout")?;
+        let ends = show_merged(&mut form, convs, &mut out).context("failed to write to stdout")?;
         for (path, end) in paths.into_iter().zip(ends) {
             problems.add(path, end);
         }
     } else {
-        for (i, path) in logs.iter().enumerate() {
-            if logs.len() > 1 {
+        let numbers = numbers.unwrap_or_else(|| (1..=logs.len() as u64).collect());
+        for (i, (path, n)) in logs.iter().zip(numbers).enumerate() {
+            if logs.len() > 1 && matches!(form, AnyForm::Text(_)) {
                 let gap = if i > 0 { "\n" } else { "" };
-                writeln!(out, "{gap}==> {} <==", path.display()).context("failed to write to stdout")?;
+                writeln!(out, "{gap}==> {} <==", escape::path(path)).context("failed to write to stdout")?;
             }
             if let Some(file) = problems.open(path) {
-                let end = render(file, &mut out, &opts).context("failed to write to stdout")?;
+                let conv = Conversation::new(file, Label::plain(n));
+                let end = show_one(&mut form, conv, &mut out).context("failed to write to stdout")?;
                 problems.add(path, end);
             }
         }
     }
     out.flush().context("failed to write to stdout")?;
-    Ok(problems.report(args.raw.is_some()))
+    Ok(problems.report(!matches!(form, AnyForm::Text(_))))
+}
+
+/// The form `show` writes in, chosen by the options.
+enum AnyForm {
+    Text(Text),
+    Raw(Raw),
+    Json(Json),
+}
+
+impl AnyForm {
+    fn form(&mut self) -> &mut dyn Form {
+        match self {
+            AnyForm::Text(f) => f,
+            AnyForm::Raw(f) => f,
+            AnyForm::Json(f) => f,
+        }
+    }
+}
+
+impl Form for AnyForm {
+    fn shows(&self, side: Side) -> bool {
+        match self {
+            AnyForm::Text(f) => f.shows(side),
+            AnyForm::Raw(f) => f.shows(side),
+            AnyForm::Json(f) => f.shows(side),
+        }
+    }
+
+    fn header(&mut self, out: &mut dyn Write, log: &Label, rec: &Record, stream: u64) -> io::Result<()> {
+        self.form().header(out, log, rec, stream)
+    }
+
+    fn piece(&mut self, out: &mut dyn Write, piece: &[u8]) -> io::Result<()> {
+        self.form().piece(out, piece)
+    }
+
+    fn end_payload(&mut self, out: &mut dyn Write) -> io::Result<()> {
+        self.form().end_payload(out)
+    }
+
+    fn note(&mut self, out: &mut dyn Write, log: &Label, end: &Finished) -> io::Result<()> {
+        self.form().note(out, log, end)
+    }
+}
+
+/// When, on the wall clock, the clock of each log's run started (µs since the
+/// Unix epoch), so that logs of different runs (a restart on the same root starts
+/// a new clock at zero) merge in the order they happened; from the run indexes.
+///
+/// A log without an entry (still open) in an index of one run is taken to be of
+/// that run; in an index of several, of the latest. When some log's run cannot be
+/// known at all, every log is merged by its own clock (all zeros), and one note
+/// says that logs of different runs cannot be ordered against each other.
+fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
+    if logs.len() < 2 {
+        return vec![0; logs.len()];
+    }
+    let mut runs = crate::runs::Runs::new();
+    let mut starts = Vec::with_capacity(logs.len());
+    let mut guessed: Option<(PathBuf, usize)> = None;
+    let mut unknown = None;
+    for log in logs {
+        let log = log.as_ref();
+        let start = match runs.find(log, &mut |note| say!("{note}")) {
+            Found::Entry { epoch_us, .. } => Ok(epoch_us),
+            Found::NoEntry { index, starts } => match starts {
+                [] => Err(format!("the run index {} has no entries", escape::path(index))),
+                [start] => Ok(*start),
+                [.., latest] => {
+                    guessed.get_or_insert_with(|| (index.to_path_buf(), 0)).1 += 1;
+                    Ok(*latest)
+                }
+            },
+            Found::NotNamed => Err(format!(
+                "{} is not named <root>_<N>, so it has no run index",
+                escape::path(log)
+            )),
+            Found::Missing { index } => Err(format!("there is no run index {}", escape::path(index))),
+            Found::Unreadable { index, error } => Err(format!(
+                "the run index {} cannot be read ({error})",
+                escape::path(index)
+            )),
+        };
+        match start {
+            Ok(start) => starts.push(start),
+            Err(why) => {
+                unknown.get_or_insert(why);
+                starts.push(0);
+            }
+        }
+    }
+    let cannot = "logs of different runs cannot be ordered against each other";
+    if let Some(why) = unknown {
+        say!("{why}: the logs are merged by their own clocks, which start at zero with each run; {cannot}");
+        return vec![0; logs.len()];
+    }
+    if let Some((index, n)) = guessed {
+        say!(
+            "{n} of the logs have no entry in {} (still open?): they are merged as part of its latest run; \
+             if they are of another, {cannot}",
+            escape::path(&index)
+        );
+    }
+    starts
 }
 
 /// What went wrong with which log, reported on stderr after the output.
@@ -371,7 +645,8 @@ impl Problems {
         match File::open(path) {
             Ok(file) => Some(file),
             Err(e) => {
-                self.failed.push(format!("failed to open log {}: {e}", path.display()));
+                self.failed
+                    .push(format!("failed to open log {}: {e}", escape::path(path)));
                 None
             }
         }
@@ -380,18 +655,20 @@ impl Problems {
     fn add(&mut self, path: &Path, end: End) {
         match end {
             End::Clean => {}
-            End::Truncated(e) => self.truncated.push(format!("log {} is cut short: {e}", path.display())),
-            End::Failed(e @ ReadError::Io(_)) => {
-                self.failed.push(format!("failed to read log {}: {e}", path.display()))
-            }
-            End::Failed(e) => self.failed.push(format!("invalid log {}: {e}", path.display())),
+            End::Truncated(e) => self
+                .truncated
+                .push(format!("log {} is cut short: {e}", escape::path(path))),
+            End::Failed(e @ ReadError::Io(_)) => self
+                .failed
+                .push(format!("failed to read log {}: {e}", escape::path(path))),
+            End::Failed(e) => self.failed.push(format!("invalid log {}: {e}", escape::path(path))),
         }
     }
 
     /// Prints the problems and gives the exit status. Cut-short logs are noted
-    /// only for raw output, whose stdout has no room for a note.
-    fn report(&self, raw: bool) -> ExitCode {
-        if raw {
+    /// only for raw and JSON output (`quiet`), whose stdout has no room for a note.
+    fn report(&self, quiet: bool) -> ExitCode {
+        if quiet {
             for line in &self.truncated {
                 say!("{line}");
             }
@@ -493,7 +770,8 @@ mod tests {
             matches!(end, End::Truncated(ReadError::Truncated { offset: 34, .. })),
             "{end:?}"
         );
-        assert!(out.contains("    PING\\r\\n\n-- the log is cut short: truncated record at byte 34: the payload ends after 3 of 7 bytes\n"), "{out}");
+        // The bytes of the record cut short are shown, then the note.
+        assert!(out.ends_with("    PING\\r\\n\n0.000390 server 7 bytes\n    +PO\n-- the log is cut short: truncated record at byte 34: the payload ends after 3 of 7 bytes\n"), "{out}");
     }
 
     #[test]

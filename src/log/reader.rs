@@ -1,8 +1,9 @@
 //! Reading a log back as a stream of records, checking every invariant of the
 //! format on the way.
 //!
-//! The reader streams: it holds one record's payload at a time, so a log larger
-//! than memory reads fine. It tells apart a log that was cut short (the last record
+//! The reader streams: it holds at most one record's payload at a time, and can
+//! hand a payload over in pieces, so a log larger than memory, or a record
+//! larger than memory, reads fine. It tells apart a log that was cut short (the last record
 //! is incomplete: [`ReadError::Truncated`]) from one whose bytes break the format
 //! ([`ReadError::Corrupt`]), and both carry the byte offset of the record at fault.
 
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use super::writer::MAX_HEADER;
 use super::{End, Event, Micros, Side};
+use crate::escape;
 
 /// One record's header, as read.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -142,16 +144,44 @@ impl Summary {
 }
 
 /// A streaming log reader over any byte source.
+///
+/// By default [`Reader::next_record`] reads a data record's whole payload, which
+/// [`Reader::payload`] then gives. With [`Reader::keep_payload`]`(false)` it
+/// returns as soon as the header is read and leaves the payload in the source:
+/// the caller reads it in pieces of bounded size with [`Reader::payload_piece`],
+/// or not at all, and whatever it leaves is skipped by the next `next_record`.
+/// That is how every reader that shows or exports payloads keeps its memory
+/// bounded whatever the size of a record.
+///
+/// [`Reader::follow`] reads a log that is still being written: the end of the
+/// bytes written so far is no end of the log, only of what there is yet.
 pub struct Reader<R> {
     inner: BufReader<R>,
-    /// Offset of the next record.
+    /// Offset of the record being read: just past the last whole record.
     offset: u64,
+    /// The header line read so far (a partial one stays here while following).
     line: Vec<u8>,
+    /// The whole payload of the last data record, or the last piece read.
     payload: Vec<u8>,
     keep_payload: bool,
+    follow: bool,
+    /// The data record whose payload is not (wholly) read yet.
+    unread: Option<Unread>,
     summary: Summary,
     /// Set after the end or an error: nothing more is read.
     done: bool,
+}
+
+/// Where the payload of the record being read stands.
+#[derive(Clone, Copy, Debug)]
+struct Unread {
+    /// Length of the record's header line.
+    header: u64,
+    /// The payload's length, from the header.
+    len: u64,
+    /// Bytes of it read (or skipped) so far.
+    got: u64,
+    side: Side,
 }
 
 /// The largest size a file can have: file offsets are signed 64-bit numbers.
@@ -176,19 +206,39 @@ impl<R: Read> Reader<R> {
             line: Vec::with_capacity(MAX_HEADER),
             payload: Vec::new(),
             keep_payload: true,
+            follow: false,
+            unread: None,
             summary: Summary::default(),
             done: false,
         }
     }
 
-    /// With `false`, payloads are skipped instead of copied and [`Reader::payload`]
-    /// stays empty: for callers that only need headers and counts.
+    /// With `false`, payloads are left in the source instead of copied, and
+    /// [`Reader::payload`] stays empty: read them with [`Reader::payload_piece`],
+    /// or let the next [`Reader::next_record`] skip them.
     pub fn keep_payload(mut self, keep: bool) -> Self {
         self.keep_payload = keep;
         self
     }
 
-    /// The payload of the last data record returned by [`Reader::next_record`].
+    /// With `true`, reads a log that is still being written (payloads in pieces,
+    /// as with `keep_payload(false)`). Where the bytes written so far end, inside
+    /// a record or between records, [`Reader::next_record`] returns `Ok(None)` and
+    /// [`Reader::payload_piece`] an empty piece with [`Reader::payload_left`] above
+    /// zero: there is nothing more yet, and a later call goes on where this one
+    /// stopped. A log is never reported cut short; bytes that break the format
+    /// are still [`ReadError::Corrupt`]. Whether the connection has ended is
+    /// [`Summary::is_complete`].
+    pub fn follow(mut self, follow: bool) -> Self {
+        self.follow = follow;
+        if follow {
+            self.keep_payload = false;
+        }
+        self
+    }
+
+    /// The payload of the last data record returned by [`Reader::next_record`]
+    /// when payloads are kept; else the last piece [`Reader::payload_piece`] read.
     pub fn payload(&self) -> &[u8] {
         &self.payload
     }
@@ -203,31 +253,78 @@ impl<R: Read> Reader<R> {
         self.offset
     }
 
+    /// How many bytes of the current record's payload are still to be read.
+    pub fn payload_left(&self) -> u64 {
+        self.unread.map_or(0, |u| u.len - u.got)
+    }
+
     /// Reads the next record: `Ok(None)` at a clean end of the log (after a whole
     /// record, or an empty file). After an error, every later call returns `Ok(None)`.
+    /// When following, `Ok(None)` means only that no whole header is there yet.
     pub fn next_record(&mut self) -> Result<Option<Record>, ReadError> {
         if self.done {
             return Ok(None);
         }
         let result = self.read_record();
-        if !matches!(result, Ok(Some(_))) {
-            self.done = true;
+        match result {
+            Ok(Some(_)) => {}
+            Ok(None) if self.follow => {}
+            _ => self.done = true,
         }
         result
     }
 
+    /// Reads up to `max` bytes of the current record's payload (when payloads are
+    /// not kept): fewer only where the file ends, and none once the payload has
+    /// been read. The file ending inside the payload is [`ReadError::Truncated`]
+    /// at the call that finds nothing more (unless following), so every byte that
+    /// is there is read first.
+    pub fn payload_piece(&mut self, max: usize) -> Result<&[u8], ReadError> {
+        let Some(mut unread) = self.unread.filter(|_| !self.keep_payload) else {
+            return Ok(&[]);
+        };
+        let want = (unread.len - unread.got).min(max as u64) as usize;
+        self.payload.resize(want, 0);
+        let mut filled = 0;
+        while filled < want {
+            match self.inner.read(&mut self.payload[filled..want]) {
+                Ok(0) => break,
+                Ok(n) => filled += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    self.done = true;
+                    return Err(ReadError::Io(e));
+                }
+            }
+        }
+        self.payload.truncate(filled);
+        self.took(&mut unread, filled as u64);
+        if filled == 0 && want > 0 && !self.follow {
+            self.done = true;
+            return Err(unread.truncated(self.offset));
+        }
+        Ok(&self.payload)
+    }
+
     fn read_record(&mut self) -> Result<Option<Record>, ReadError> {
-        let offset = self.offset;
-        self.line.clear();
+        if self.unread.is_some() {
+            self.skip_payload()?;
+            if self.unread.is_some() {
+                // Following, and the rest of the payload is not written yet.
+                return Ok(None);
+            }
+        }
         self.payload.clear();
+        let offset = self.offset;
+        let room = MAX_HEADER - self.line.len();
         (&mut self.inner)
-            .take(MAX_HEADER as u64)
+            .take(room as u64)
             .read_until(b'\n', &mut self.line)
             .map_err(ReadError::Io)?;
-        let complete = self.line.last() == Some(&b'\n');
         if self.line.is_empty() {
             return Ok(None);
         }
+        let complete = self.line.last() == Some(&b'\n');
         let text = if complete {
             &self.line[..self.line.len() - 1]
         } else {
@@ -242,6 +339,8 @@ impl<R: Read> Reader<R> {
                     what: format!("header line longer than {} bytes", MAX_HEADER - 1),
                 });
             }
+            // The rest of the header is still to be written: keep what there is.
+            Err(Problem::Incomplete) if self.follow => return Ok(None),
             Err(Problem::Incomplete) => {
                 return Err(ReadError::Truncated {
                     offset,
@@ -249,15 +348,16 @@ impl<R: Read> Reader<R> {
                 });
             }
         };
+        let header = self.line.len() as u64;
+        self.line.clear();
         let record = Record {
             offset,
             side,
             time,
             event,
         };
-        let mut len = self.line.len() as u64;
         if let Event::Data(n) = event
-            && offset.saturating_add(len).saturating_add(n as u64) > MAX_FILE_SIZE
+            && offset.saturating_add(header).saturating_add(n as u64) > MAX_FILE_SIZE
         {
             // No file can hold such a record, so it cannot be one cut short.
             return Err(ReadError::Corrupt {
@@ -268,33 +368,83 @@ impl<R: Read> Reader<R> {
         self.summary
             .admit(&record)
             .map_err(|what| ReadError::Corrupt { offset, what })?;
-        if let Event::Data(n) = event {
-            let got = self.read_payload(n as u64)?;
-            // Only the bytes that are there count, a record cut short included.
-            self.summary.bytes[side.index()] += got;
-            if got < n as u64 {
-                return Err(ReadError::Truncated {
-                    offset,
-                    what: format!("the payload ends after {got} of {n} bytes"),
+        match event {
+            Event::Data(n) => {
+                self.unread = Some(Unread {
+                    header,
+                    len: n as u64,
+                    got: 0,
+                    side,
                 });
+                if self.keep_payload {
+                    self.read_whole_payload()?;
+                }
             }
-            len += got;
+            _ => self.offset += header,
         }
-        self.offset += len;
         Ok(Some(record))
     }
 
-    /// Reads (or skips) up to `n` payload bytes and returns how many there were.
-    fn read_payload(&mut self, n: u64) -> Result<u64, ReadError> {
-        let mut take = (&mut self.inner).take(n);
-        if self.keep_payload {
-            // Reserve no more than a buffer's worth up front: a corrupt count must
-            // not allocate more than the file really holds.
-            self.payload.reserve((n as usize).min(BUFFER));
-            take.read_to_end(&mut self.payload).map_err(ReadError::Io)?;
-            Ok(self.payload.len() as u64)
+    /// Reads the current record's whole payload into `payload`.
+    fn read_whole_payload(&mut self) -> Result<(), ReadError> {
+        let Some(mut unread) = self.unread else { return Ok(()) };
+        self.payload.clear();
+        // Reserve no more than a buffer's worth up front: a corrupt count must not
+        // allocate more than the file really holds.
+        self.payload.reserve((unread.len as usize).min(BUFFER));
+        let got = (&mut self.inner)
+            .take(unread.len)
+            .read_to_end(&mut self.payload)
+            .map_err(ReadError::Io)?;
+        self.took(&mut unread, got as u64);
+        if self.unread.is_some() {
+            return Err(unread.truncated(self.offset));
+        }
+        Ok(())
+    }
+
+    /// Skips what is left of the current record's payload: all of it, or, when
+    /// following, as much as is there.
+    fn skip_payload(&mut self) -> Result<(), ReadError> {
+        while let Some(mut unread) = self.unread {
+            let buf = match self.inner.fill_buf() {
+                Ok(buf) => buf,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(ReadError::Io(e)),
+            };
+            if buf.is_empty() {
+                if self.follow {
+                    return Ok(());
+                }
+                return Err(unread.truncated(self.offset));
+            }
+            let n = buf.len().min((unread.len - unread.got) as usize);
+            self.inner.consume(n);
+            self.took(&mut unread, n as u64);
+        }
+        Ok(())
+    }
+
+    /// Counts `n` more payload bytes of the current record as read; at its end,
+    /// the record is whole and the next one starts.
+    fn took(&mut self, unread: &mut Unread, n: u64) {
+        unread.got += n;
+        self.summary.bytes[unread.side.index()] += n;
+        if unread.got == unread.len {
+            self.offset += unread.header + unread.len;
+            self.unread = None;
         } else {
-            io::copy(&mut take, &mut io::sink()).map_err(ReadError::Io)
+            self.unread = Some(*unread);
+        }
+    }
+}
+
+impl Unread {
+    /// The error for a file that ends inside this payload, of the record at `offset`.
+    fn truncated(&self, offset: u64) -> ReadError {
+        ReadError::Truncated {
+            offset,
+            what: format!("the payload ends after {} of {} bytes", self.got, self.len),
         }
     }
 }
@@ -323,7 +473,7 @@ fn parse_header(h: &[u8], complete: bool) -> Result<(Side, Micros, Event), Probl
     let side = match p.byte("a side (`c` or `s`)")? {
         b'c' => Side::Client,
         b's' => Side::Server,
-        other => return Err(p.invalid(format!("side is {:?}, not `c` or `s`", other as char))),
+        other => return Err(p.invalid(format!("side is {}, not `c` or `s`", escape::byte(other)))),
     };
     p.expect(b' ')?;
     let secs = p.number("the time's seconds", 20)?;
@@ -353,8 +503,8 @@ fn parse_header(h: &[u8], complete: bool) -> Result<(Side, Micros, Event), Probl
     };
     if p.pos < h.len() {
         return Err(Problem::Invalid(format!(
-            "unexpected {:?} after the header",
-            String::from_utf8_lossy(&h[p.pos..])
+            "unexpected {} after the header",
+            escape::bytes(&h[p.pos..])
         )));
     }
     if !complete {
@@ -397,10 +547,10 @@ impl Parser<'_> {
     }
 
     fn expect(&mut self, want: u8) -> Result<(), Problem> {
-        let what = format!("{:?}", want as char);
+        let what = escape::byte(want);
         let got = self.byte(&what)?;
         if got != want {
-            return Err(self.invalid(format!("expected {what}, found {:?}", got as char)));
+            return Err(self.invalid(format!("expected {what}, found {}", escape::byte(got))));
         }
         Ok(())
     }
@@ -416,7 +566,7 @@ impl Parser<'_> {
         if digits.is_empty() {
             return match self.h.get(self.pos) {
                 None => Err(self.missing(what)),
-                Some(&b) => Err(self.invalid(format!("expected {what}, found {:?}", b as char))),
+                Some(&b) => Err(self.invalid(format!("expected {what}, found {}", escape::byte(b)))),
             };
         }
         if digits.len() > 1 && digits[0] == b'0' {
@@ -443,8 +593,8 @@ impl Parser<'_> {
             }
         }
         Err(self.invalid(format!(
-            "unknown record kind {:?}",
-            String::from_utf8_lossy(&rest[..rest.len().min(8)])
+            "unknown record kind {}",
+            escape::bytes(&rest[..rest.len().min(8)])
         )))
     }
 }
@@ -594,6 +744,148 @@ mod tests {
         assert_eq!(records.into_iter().map(|(r, _)| r).collect::<Vec<_>>(), skipped);
     }
 
+    type Pieces = Vec<Vec<u8>>;
+
+    /// Reads `bytes` with payloads in pieces of at most `max` bytes, as a list of
+    /// records with their pieces, and how reading ended.
+    fn read_in_pieces(bytes: &[u8], max: usize) -> (Vec<(Record, Pieces)>, Result<(), ReadError>) {
+        let mut reader = Reader::new(bytes).keep_payload(false);
+        let mut out = Vec::new();
+        loop {
+            match reader.next_record() {
+                Ok(Some(rec)) => {
+                    let mut pieces = Vec::new();
+                    loop {
+                        match reader.payload_piece(max) {
+                            Ok([]) => break,
+                            Ok(piece) => pieces.push(piece.to_vec()),
+                            Err(e) => {
+                                out.push((rec, pieces));
+                                return (out, Err(e));
+                            }
+                        }
+                    }
+                    out.push((rec, pieces));
+                }
+                Ok(None) => return (out, Ok(())),
+                Err(e) => return (out, Err(e)),
+            }
+        }
+    }
+
+    #[test]
+    fn payloads_read_in_pieces_give_every_byte_and_the_same_ends() {
+        let (records, end) = read_in_pieces(EXAMPLE, 4);
+        end.unwrap();
+        let pieces: Vec<_> = records.iter().map(|(_, p)| p.clone()).collect();
+        assert_eq!(pieces[1], [b"PING".to_vec(), b"\r\n".to_vec()]);
+        assert_eq!(pieces[2], [b"+PON".to_vec(), b"G\r\n".to_vec()]);
+        assert_eq!(records[2].0.offset, 34);
+        // Cut inside the server's payload: the bytes that are there come first,
+        // then the record is reported cut short at its offset.
+        let (records, end) = read_in_pieces(&EXAMPLE[..50], 4);
+        assert_eq!(records[2].1, [b"+PO".to_vec()]);
+        assert!(
+            matches!(&end, Err(ReadError::Truncated { offset: 34, what }) if what == "the payload ends after 3 of 7 bytes"),
+            "{end:?}"
+        );
+    }
+
+    #[test]
+    fn payloads_left_unread_are_skipped_and_counted() {
+        let mut reader = Reader::new(EXAMPLE).keep_payload(false);
+        assert_eq!(reader.next_record().unwrap().unwrap().event, Event::Con);
+        assert_eq!(reader.next_record().unwrap().unwrap().event, Event::Data(6));
+        assert_eq!(reader.payload_piece(2).unwrap(), b"PI");
+        assert_eq!(reader.payload_left(), 4);
+        assert_eq!(reader.offset(), 15);
+        let server = reader.next_record().unwrap().unwrap();
+        assert_eq!((server.offset, reader.offset()), (34, 34));
+        while reader.next_record().unwrap().is_some() {}
+        assert_eq!(reader.summary().bytes, [6, 7]);
+        assert_eq!(reader.offset(), EXAMPLE.len() as u64);
+        // Skipping into the end of a cut file is the same truncation.
+        let mut reader = Reader::new(&EXAMPLE[..50]).keep_payload(false);
+        let end = loop {
+            match reader.next_record() {
+                Ok(Some(_)) => {}
+                other => break other,
+            }
+        };
+        assert!(matches!(end, Err(ReadError::Truncated { offset: 34, .. })), "{end:?}");
+        assert_eq!(reader.summary().bytes, [6, 3]);
+    }
+
+    /// A source whose bytes arrive in steps, like a log being written: reading
+    /// at the end of what has arrived gives 0, and a later read the next step.
+    struct Growing {
+        bytes: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+        pos: usize,
+    }
+
+    impl Read for Growing {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let bytes = self.bytes.borrow();
+            let n = buf.len().min(bytes.len() - self.pos);
+            buf[..n].copy_from_slice(&bytes[self.pos..self.pos + n]);
+            self.pos += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn following_waits_at_every_cut_and_goes_on_where_it_stopped() {
+        // Every cut point of the example: whatever arrived, nothing is lost,
+        // nothing is reported cut short, and the records come out whole.
+        for cut in 0..=EXAMPLE.len() {
+            let bytes = std::rc::Rc::new(std::cell::RefCell::new(EXAMPLE[..cut].to_vec()));
+            let source = Growing {
+                bytes: bytes.clone(),
+                pos: 0,
+            };
+            let mut reader = Reader::new(source).follow(true);
+            let mut seen: Vec<(Event, Vec<u8>)> = Vec::new();
+            let arrive = || *bytes.borrow_mut() = EXAMPLE.to_vec();
+            for _ in 0..100 {
+                match reader.next_record() {
+                    Ok(Some(rec)) => seen.push((rec.event, Vec::new())),
+                    Ok(None) if reader.summary().is_complete() => break,
+                    Ok(None) => arrive(),
+                    Err(e) => panic!("cut at {cut}: {e}"),
+                }
+                while reader.payload_left() > 0 {
+                    let piece = reader.payload_piece(3).unwrap().to_vec();
+                    if piece.is_empty() {
+                        arrive();
+                    }
+                    seen.last_mut().unwrap().1.extend(piece);
+                }
+            }
+            assert!(reader.summary().is_complete(), "cut at {cut}");
+            let shown: Vec<_> = seen.iter().map(|(e, p)| (*e, p.as_slice())).collect();
+            assert_eq!(
+                shown,
+                [
+                    (Event::Con, &b""[..]),
+                    (Event::Data(6), b"PING\r\n"),
+                    (Event::Data(7), b"+PONG\r\n"),
+                    (Event::Hup, b""),
+                    (Event::Hup, b""),
+                ],
+                "cut at {cut}"
+            );
+        }
+    }
+
+    #[test]
+    fn following_still_stops_at_a_violation_with_its_offset() {
+        let mut reader = Reader::new(&b"c 0.000001 con\nc 0.000002 hup\nx"[..]).follow(true);
+        reader.next_record().unwrap().unwrap();
+        reader.next_record().unwrap().unwrap();
+        let err = reader.next_record().unwrap_err();
+        assert!(matches!(err, ReadError::Corrupt { offset: 30, .. }), "{err:?}");
+    }
+
     /// A valid sequence of records: con, then data from either side, each side
     /// optionally hanging up, optionally ending in an err.
     fn arb_log() -> impl Strategy<Value = Vec<(Side, u64, Event, Vec<u8>)>> {
@@ -643,6 +935,32 @@ mod tests {
             prop_assert!(end.is_ok());
             let read: Vec<_> = read.into_iter().map(|(r, p)| (r.side, r.time.0, r.event, p)).collect();
             prop_assert_eq!(read, records);
+        }
+
+        #[test]
+        fn pieces_read_what_whole_payloads_read(records in arb_log(), cut in any::<prop::sample::Index>(), max in 1usize..20) {
+            let mut bytes = Vec::new();
+            for (side, t, event, payload) in &records {
+                let mut h = [0u8; MAX_HEADER];
+                let n = crate::log::writer::format_header(&mut h, *side, Micros(*t), *event);
+                bytes.extend_from_slice(&h[..n]);
+                bytes.extend_from_slice(payload);
+            }
+            let bytes = &bytes[..cut.index(bytes.len() + 1)];
+            let (whole, whole_end) = read_all(bytes);
+            let (pieces, pieces_end) = read_in_pieces(bytes, max);
+            // A record cut inside its payload is returned, with the bytes it has,
+            // before the error; whole payloads return only whole records.
+            let pieces: Vec<_> = pieces.into_iter().map(|(r, p)| (r, p.concat())).collect();
+            prop_assert_eq!(&pieces[..whole.len()], &whole[..]);
+            prop_assert!(pieces.len() <= whole.len() + 1);
+            match (whole_end, pieces_end) {
+                (Ok(()), Ok(())) => prop_assert_eq!(pieces.len(), whole.len()),
+                (Err(ReadError::Truncated { offset: a, what: x }), Err(ReadError::Truncated { offset: b, what: y })) => {
+                    prop_assert_eq!((a, x), (b, y));
+                }
+                (a, b) => prop_assert!(false, "{:?} vs {:?}", a, b),
+            }
         }
 
         #[test]

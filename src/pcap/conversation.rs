@@ -2,8 +2,9 @@
 //! segment it yields is built into an IPv4 or IPv6 packet, checksums included, by
 //! etherparse.
 //!
-//! The stream holds one record's packets at a time, so a log of any size exports in
-//! the memory of its largest record. A log cut short or still open ends the stream
+//! The stream holds the packets of one piece of one record's payload at a time
+//! (about 64 KiB), so a log of any size, with records of any size, exports in a
+//! few MiB. A log cut short or still open ends the stream
 //! early but cleanly, with [`Conversation::ending`] saying so; a corrupt log is an
 //! error.
 
@@ -15,7 +16,7 @@ use etherparse::{PacketBuilder, TcpHeader};
 
 use super::placement::Placement;
 use super::tcp::{Flags, Segment, Tcp};
-use crate::log::{Micros, ReadError, Reader};
+use crate::log::{Event, Micros, ReadError, Reader, Record};
 
 /// The IP packet size the segments are cut to fit: Ethernet's MTU, so the packets
 /// look like ones that crossed a real network.
@@ -23,6 +24,9 @@ pub const MTU: usize = 1500;
 
 /// The TTL or hop limit of every packet.
 const TTL: u8 = 64;
+
+/// How many full segments of payload are read and built at once: about 64 KiB.
+const SEGMENTS_PER_PIECE: usize = 44;
 
 /// The receive window every segment advertises. Receivers ACK at least every
 /// second segment, so it is never full.
@@ -59,6 +63,8 @@ pub struct Conversation<R> {
     ending: Ending,
     /// Whether reading stopped at bytes that break the format.
     corrupt: bool,
+    /// The data record whose payload is being read.
+    in_payload: Option<Record>,
 }
 
 impl<R: Read> Conversation<R> {
@@ -66,13 +72,14 @@ impl<R: Read> Conversation<R> {
     pub fn new(log: R, placement: Placement) -> Conversation<R> {
         let ip_header = if placement.endpoints.is_ipv6() { 40 } else { 20 };
         Conversation {
-            reader: Reader::new(log),
+            reader: Reader::new(log).keep_payload(false),
             tcp: Tcp::new(MTU - ip_header - TcpHeader::MIN_LEN),
             placement,
             segments: Vec::new(),
             packets: VecDeque::new(),
             ending: Ending::Reading,
             corrupt: false,
+            in_payload: None,
         }
     }
 
@@ -81,10 +88,17 @@ impl<R: Read> Conversation<R> {
     pub fn next_packet(&mut self) -> anyhow::Result<Option<Packet>> {
         while self.packets.is_empty() && matches!(self.ending, Ending::Reading) {
             self.segments.clear();
+            if let Some(record) = self.in_payload {
+                self.next_piece(record)?;
+                continue;
+            }
             match self.reader.next_record() {
                 Ok(Some(record)) => {
                     self.tcp
                         .record(record.side, record.time, record.event, &mut self.segments);
+                    if let Event::Data(_) = record.event {
+                        self.in_payload = Some(record);
+                    }
                 }
                 Ok(None) => {
                     self.tcp.finish(&mut self.segments);
@@ -94,21 +108,55 @@ impl<R: Read> Conversation<R> {
                         Ending::Open
                     };
                 }
-                Err(e @ ReadError::Truncated { .. }) => {
-                    self.tcp.finish(&mut self.segments);
-                    self.ending = Ending::Truncated(e);
-                }
-                Err(e) => {
-                    self.corrupt = true;
-                    return Err(e.into());
-                }
+                Err(e) => self.read_failed(e)?,
             }
             for segment in &self.segments {
-                let packet = self.build(segment)?;
+                let packet = build(&self.placement, segment, &[])?;
                 self.packets.push_back(packet);
             }
         }
         Ok(self.packets.pop_front())
+    }
+
+    /// Makes the packets of the next piece of `record`'s payload: a whole number
+    /// of segments, so that a record of any size is held a piece at a time.
+    fn next_piece(&mut self, record: Record) -> anyhow::Result<()> {
+        let want = self.tcp.mss() * SEGMENTS_PER_PIECE;
+        let len = match self.reader.payload_piece(want) {
+            Ok(piece) => piece.len(),
+            Err(e) => {
+                self.in_payload = None;
+                return self.read_failed(e);
+            }
+        };
+        // A short piece is where the file ends: the record's last.
+        let last = self.reader.payload_left() == 0 || len < want;
+        let piece = self.reader.payload();
+        if last {
+            self.in_payload = None;
+        }
+        self.tcp.data(&mut self.segments, record.side, record.time, len, last);
+        for segment in &self.segments {
+            let packet = build(&self.placement, segment, &piece[segment.payload.clone()])?;
+            self.packets.push_back(packet);
+        }
+        Ok(())
+    }
+
+    /// Ends the stream where the log is cut short; any other reading error is
+    /// the export's.
+    fn read_failed(&mut self, e: ReadError) -> anyhow::Result<()> {
+        match e {
+            ReadError::Truncated { .. } => {
+                self.tcp.finish(&mut self.segments);
+                self.ending = Ending::Truncated(e);
+                Ok(())
+            }
+            e => {
+                self.corrupt = true;
+                Err(e.into())
+            }
+        }
     }
 
     /// How the log ended, once [`Conversation::next_packet`] has returned `None`.
@@ -126,39 +174,38 @@ impl<R: Read> Conversation<R> {
     pub fn records(&self) -> u64 {
         self.reader.summary().records
     }
+}
 
-    /// Builds one segment into an IP packet with valid checksums.
-    fn build(&self, segment: &Segment) -> anyhow::Result<Packet> {
-        let ends = &self.placement.endpoints;
-        let (src, dst) = match segment.from {
-            crate::log::Side::Client => (ends.client, ends.server),
-            crate::log::Side::Server => (ends.server, ends.client),
-        };
-        let mut tcp = TcpHeader::new(src.port(), dst.port(), segment.seq, WINDOW);
-        tcp.syn = segment.flags.contains(Flags::SYN);
-        tcp.fin = segment.flags.contains(Flags::FIN);
-        tcp.rst = segment.flags.contains(Flags::RST);
-        tcp.psh = segment.flags.contains(Flags::PSH);
-        tcp.ack = segment.flags.contains(Flags::ACK);
-        tcp.acknowledgment_number = segment.ack;
-        if tcp.rst {
-            tcp.window_size = 0;
-        }
-        let builder = match (src.ip(), dst.ip()) {
-            (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), TTL),
-            (s, d) => PacketBuilder::ipv6(to_v6(s).octets(), to_v6(d).octets(), TTL),
-        }
-        .tcp_header(tcp);
-        let payload = &self.reader.payload()[segment.payload.clone()];
-        let mut bytes = Vec::with_capacity(builder.size(payload.len()));
-        builder
-            .write_to_vec(&mut bytes, payload)
-            .context("failed to build a packet")?;
-        Ok(Packet {
-            unix_us: packet_time(self.placement.epoch_us, segment.time)?,
-            bytes,
-        })
+/// Builds one segment into an IP packet with valid checksums.
+fn build(placement: &Placement, segment: &Segment, payload: &[u8]) -> anyhow::Result<Packet> {
+    let ends = &placement.endpoints;
+    let (src, dst) = match segment.from {
+        crate::log::Side::Client => (ends.client, ends.server),
+        crate::log::Side::Server => (ends.server, ends.client),
+    };
+    let mut tcp = TcpHeader::new(src.port(), dst.port(), segment.seq, WINDOW);
+    tcp.syn = segment.flags.contains(Flags::SYN);
+    tcp.fin = segment.flags.contains(Flags::FIN);
+    tcp.rst = segment.flags.contains(Flags::RST);
+    tcp.psh = segment.flags.contains(Flags::PSH);
+    tcp.ack = segment.flags.contains(Flags::ACK);
+    tcp.acknowledgment_number = segment.ack;
+    if tcp.rst {
+        tcp.window_size = 0;
     }
+    let builder = match (src.ip(), dst.ip()) {
+        (std::net::IpAddr::V4(s), std::net::IpAddr::V4(d)) => PacketBuilder::ipv4(s.octets(), d.octets(), TTL),
+        (s, d) => PacketBuilder::ipv6(to_v6(s).octets(), to_v6(d).octets(), TTL),
+    }
+    .tcp_header(tcp);
+    let mut bytes = Vec::with_capacity(builder.size(payload.len()));
+    builder
+        .write_to_vec(&mut bytes, payload)
+        .context("failed to build a packet")?;
+    Ok(Packet {
+        unix_us: packet_time(placement.epoch_us, segment.time)?,
+        bytes,
+    })
 }
 
 /// The Unix time of a packet sent at `time` on a log clock that read zero at

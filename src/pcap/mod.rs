@@ -46,6 +46,7 @@ use self::file::{LINKTYPE_RAW, PcapWriter};
 use self::output::Output;
 use self::placement::{Placement, Placer};
 use crate::cli::PcapArgs;
+use crate::escape;
 use crate::index::is_index_path;
 use crate::log::MAX_HEADER;
 use crate::log::Reader;
@@ -79,7 +80,7 @@ pub fn run(args: &PcapArgs) -> anyhow::Result<ExitCode> {
     let name = if to_stdout {
         "stdout".to_string()
     } else {
-        args.output.display().to_string()
+        escape::path(&args.output).to_string()
     };
     let written = if to_stdout {
         export(
@@ -134,7 +135,7 @@ struct Waiting<'a> {
 impl<'a> Waiting<'a> {
     /// Opens the log at `path`, the `position`th of the command line, and places it.
     fn open(path: &'a Path, position: usize, placer: &mut Placer) -> anyhow::Result<Waiting<'a>> {
-        let context = || format!("failed to open log {}", path.display());
+        let context = || format!("failed to open log {}", escape::path(path));
         let file = File::open(path).with_context(context)?;
         let placement = placer.place(path, position, &mut |note| say!("{note}"));
         let mut head = Vec::with_capacity(MAX_HEADER);
@@ -221,22 +222,22 @@ fn export<W: Write>(logs: Vec<Waiting<'_>>, out: W, name: &str) -> anyhow::Resul
 fn next_packet<R: Read>(conversation: &mut Conversation<R>, path: &Path) -> anyhow::Result<Option<Packet>> {
     conversation.next_packet().with_context(|| {
         if conversation.is_corrupt() {
-            format!("invalid log {}", path.display())
+            format!("invalid log {}", escape::path(path))
         } else {
-            format!("cannot export log {}", path.display())
+            format!("cannot export log {}", escape::path(path))
         }
     })
 }
 
 /// Says on stderr when a log did not end with its connection closed.
 fn report_ending<R: Read>(path: &Path, conversation: &Conversation<R>) {
-    let path = path.display();
+    let path = escape::path(path);
     match conversation.ending() {
         Ending::Reading | Ending::Closed => {}
         Ending::Open if conversation.records() == 0 => say!("log {path} is empty: nothing exported"),
         Ending::Open => say!("log {path} ends with the connection open: exported without FIN or RST"),
         Ending::Truncated(e) => {
-            say!("log {path}: {e}: exported the records before it, without FIN or RST")
+            say!("log {path}: {e}: exported as far as it goes, without FIN or RST")
         }
     }
 }
@@ -252,7 +253,7 @@ fn refuse_to_overwrite_a_log(output: &Path, logs: &[impl AsRef<Path>]) -> anyhow
         {
             anyhow::bail!(
                 "refusing to overwrite log {} with the pcap (-o names one of the logs)",
-                log.as_ref().display()
+                escape::path(log.as_ref())
             );
         }
     }

@@ -13,19 +13,17 @@
 //! it), and times counted from 2000-01-01 00:00:00 UTC ([`PLACEHOLDER_EPOCH_US`]).
 //! `--server-port` replaces the server port either way.
 //!
-//! Every log of one run shares one clock, so all of them should share one start;
-//! but each entry's start is computed from two clock readings taken a moment apart,
-//! so the entries of one run differ by a few microseconds. Starts within
-//! [`SAME_RUN_US`] of each other are taken as one run and share the earliest, so
-//! packets of different logs keep the order of the log clock. (An index that a
-//! restarted recorder appended to holds several runs, far apart.)
+//! Finding the entry and the start of its run is [`crate::runs`]'s: the logs of
+//! one run share one start, so packets of different logs keep the order of the
+//! log clock, and the logs of different runs (an index that a restarted recorder
+//! appended to) are placed at their own runs' times.
 
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
-use crate::index::{Entry, index_path, read_index_noting};
-use crate::log::split_log_path;
+use crate::escape;
+use crate::runs::{Found, Runs};
 
 /// Packet times of a log without an index entry count from 2000-01-01 00:00:00 UTC,
 /// an obviously made-up date.
@@ -43,9 +41,6 @@ pub const PLACEHOLDER_SERVER_PORT: u16 = 40_000;
 
 /// The placeholder client port of the first log; the next ones count up.
 const FIRST_CLIENT_PORT: u16 = 49_152;
-
-/// Run starts closer than this (in microseconds) are one run's.
-pub const SAME_RUN_US: u64 = 1_000;
 
 /// The two ends of a conversation, in one IP family.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -90,23 +85,13 @@ pub struct Placement {
     pub epoch_us: u64,
 }
 
-/// What was learnt from one index file.
-#[derive(Debug)]
-enum Index {
-    /// It could not be read; the note has been given.
-    Unusable,
-    Read {
-        entries: Vec<Entry>,
-        /// Each entry's run start mapped to the start its run shares.
-        runs: HashMap<u64, u64>,
-    },
-}
-
 /// Places logs, reading each run index once.
 #[derive(Debug)]
 pub struct Placer {
     server_port: Option<u16>,
-    indexes: HashMap<PathBuf, Index>,
+    runs: Runs,
+    /// The indexes whose absence has been noted.
+    noted: HashSet<PathBuf>,
 }
 
 impl Placer {
@@ -114,7 +99,8 @@ impl Placer {
     pub fn new(server_port: Option<u16>) -> Placer {
         Placer {
             server_port,
-            indexes: HashMap::new(),
+            runs: Runs::new(),
+            noted: HashSet::new(),
         }
     }
 
@@ -130,52 +116,49 @@ impl Placer {
             epoch_us: PLACEHOLDER_EPOCH_US,
         };
         let placeholders = "placeholder addresses and times from 2000-01-01 UTC";
-        match split_log_path(log) {
-            None => note(format!(
+        match self.runs.find(log, note) {
+            Found::NotNamed => note(format!(
                 "{} is not named <root>_<N>, so it has no run index: {placeholders}",
-                log.display()
+                escape::path(log)
             )),
-            Some((root, conn)) => {
-                let path = index_path(&root);
-                let index = self.indexes.entry(path.clone()).or_insert_with(|| load(&path, note));
-                if let Index::Read { entries, runs } = index {
-                    let name = log.file_name();
-                    match entries
-                        .iter()
-                        .rev()
-                        .find(|e| e.conn == conn && e.log.file_name() == name)
-                    {
-                        Some(entry) => {
-                            // A connection that reached no server keeps the port it
-                            // was for, so it is dissected with its service.
-                            let mut server = placement.endpoints.server;
-                            if let Some(port) = entry.upstream_name.as_deref().and_then(name_port) {
-                                server.set_port(port);
-                            }
-                            let server = entry.upstream.unwrap_or(server);
-                            placement.endpoints = Endpoints::new(entry.client, server);
-                            placement.epoch_us = runs[&run_start(entry)];
-                        }
-                        None => {
-                            // A connection still open has no entry yet; if the index
-                            // holds one run, that run is surely this log's too.
-                            let mut starts: Vec<u64> = runs.values().copied().collect();
-                            starts.sort_unstable();
-                            starts.dedup();
-                            let times = if let [start] = starts[..] {
-                                placement.epoch_us = start;
-                                "the run's times"
-                            } else {
-                                "times from 2000-01-01 UTC"
-                            };
-                            note(format!(
-                                "no entry for {} in {} (is the connection still open?): placeholder addresses and {times}",
-                                log.display(),
-                                path.display()
-                            ));
-                        }
-                    }
+            Found::Missing { index } => {
+                if self.noted.insert(index.to_path_buf()) {
+                    note(format!(
+                        "no run index {}: its logs get placeholder addresses and times from 2000-01-01 UTC",
+                        escape::path(index)
+                    ));
                 }
+            }
+            Found::Unreadable { index, error } => {
+                if self.noted.insert(index.to_path_buf()) {
+                    note(format!("ignoring run index {}: {error}", escape::path(index)));
+                }
+            }
+            Found::Entry { entry, epoch_us } => {
+                // A connection that reached no server keeps the port it was for,
+                // so it is dissected with its service.
+                let mut server = placement.endpoints.server;
+                if let Some(port) = entry.upstream_name.as_deref().and_then(name_port) {
+                    server.set_port(port);
+                }
+                let server = entry.upstream.unwrap_or(server);
+                placement.endpoints = Endpoints::new(entry.client, server);
+                placement.epoch_us = epoch_us;
+            }
+            Found::NoEntry { index, starts } => {
+                // A connection still open has no entry yet; if the index holds
+                // one run, that run is surely this log's too.
+                let times = if let [start] = starts {
+                    placement.epoch_us = *start;
+                    "the run's times"
+                } else {
+                    "times from 2000-01-01 UTC"
+                };
+                note(format!(
+                    "no entry for {} in {} (is the connection still open?): placeholder addresses and {times}",
+                    escape::path(log),
+                    escape::path(index)
+                ));
             }
         }
         if let Some(port) = self.server_port {
@@ -190,53 +173,10 @@ fn name_port(name: &str) -> Option<u16> {
     name.rsplit_once(':')?.1.parse().ok()
 }
 
-/// Reads an index, or says why its logs get placeholders.
-fn load(path: &Path, note: &mut dyn FnMut(String)) -> Index {
-    if !path.exists() {
-        note(format!(
-            "no run index {}: its logs get placeholder addresses and times from 2000-01-01 UTC",
-            path.display()
-        ));
-        return Index::Unusable;
-    }
-    match read_index_noting(path, note) {
-        Ok(entries) => {
-            let runs = group_runs(entries.iter().map(run_start));
-            Index::Read { entries, runs }
-        }
-        Err(err) => {
-            note(format!("ignoring run index {}: {err:#}", path.display()));
-            Index::Unusable
-        }
-    }
-}
-
-/// The Unix time at which the entry's log clock read zero.
-fn run_start(entry: &Entry) -> u64 {
-    entry.start_unix_us.saturating_sub(entry.start_us)
-}
-
-/// Maps each start to the earliest start of its group, where a group is a chain of
-/// starts each within [`SAME_RUN_US`] of the one before.
-fn group_runs(starts: impl Iterator<Item = u64>) -> HashMap<u64, u64> {
-    let mut starts: Vec<u64> = starts.collect();
-    starts.sort_unstable();
-    let mut runs = HashMap::new();
-    let mut group = (0, 0); // (earliest, previous)
-    for (i, &start) in starts.iter().enumerate() {
-        if i == 0 || start - group.1 > SAME_RUN_US {
-            group.0 = start;
-        }
-        group.1 = start;
-        runs.insert(start, group.0);
-    }
-    runs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::IndexWriter;
+    use crate::index::{Entry, IndexWriter};
     use crate::log::End;
 
     fn entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u64) -> Entry {
@@ -326,12 +266,5 @@ mod tests {
         );
         assert_eq!(e.client, "10.1.2.3:5000".parse().unwrap());
         assert!(!e.is_ipv6());
-    }
-
-    #[test]
-    fn starts_chain_into_runs() {
-        let runs = group_runs([10, 500, 1_400, 9_000, 9_001].into_iter());
-        assert_eq!(runs[&1_400], 10);
-        assert_eq!(runs[&9_001], 9_000);
     }
 }

@@ -114,6 +114,9 @@ pub struct Tcp {
     /// what the other side acknowledges once it has seen everything.
     next: [u32; 2],
     phase: Phase,
+    /// Segments sent so far for the payload of the current data record: the
+    /// receiver ACKs every second one.
+    segments_in_record: u64,
 }
 
 impl Tcp {
@@ -124,6 +127,7 @@ impl Tcp {
             mss,
             next: [CLIENT_ISN, SERVER_ISN],
             phase: Phase::Idle,
+            segments_in_record: 0,
         }
     }
 
@@ -148,9 +152,10 @@ impl Tcp {
                 });
                 self.phase = Phase::Reset;
             }
-            Event::Data(len) => {
+            Event::Data(_) => {
+                // The payload's segments come from [`Tcp::data`], piece by piece.
                 self.establish(out);
-                self.data(out, side, time, len);
+                self.segments_in_record = 0;
             }
             Event::Hup => {
                 self.establish(out);
@@ -181,21 +186,34 @@ impl Tcp {
         }
     }
 
-    /// Splits one data record into segments, with the receiver's ACKs.
-    fn data(&mut self, out: &mut Vec<Segment>, side: Side, time: Micros, len: usize) {
+    /// Appends the segments of the next `len` bytes of the payload of the data
+    /// record just recorded, with the receiver's ACKs; segment payload ranges
+    /// count from the start of this piece. A payload can come in several pieces,
+    /// each a whole number of segments long but the `last`, and gives the same
+    /// segments as in one piece: the pieces let an export hold only a piece of a
+    /// large record at a time.
+    pub fn data(&mut self, out: &mut Vec<Segment>, side: Side, time: Micros, len: usize, last: bool) {
         let mut start = 0;
-        let mut count = 0;
         while start < len {
             let end = len.min(start + self.mss);
-            let last = end == len;
-            let flags = if last { Flags::ACK | Flags::PSH } else { Flags::ACK };
+            let final_segment = last && end == len;
+            let flags = if final_segment {
+                Flags::ACK | Flags::PSH
+            } else {
+                Flags::ACK
+            };
             self.send(out, time, side, flags, start..end);
-            count += 1;
-            if last || count % 2 == 0 {
+            self.segments_in_record += 1;
+            if final_segment || self.segments_in_record.is_multiple_of(2) {
                 self.send(out, time, side.other(), Flags::ACK, 0..0);
             }
             start = end;
         }
+    }
+
+    /// The largest payload of one segment.
+    pub fn mss(&self) -> usize {
+        self.mss
     }
 
     /// Appends one segment from `from`, acknowledging all the other side has sent,
@@ -234,6 +252,9 @@ mod tests {
         let mut out = Vec::new();
         for &(side, time, event) in records {
             tcp.record(side, Micros(time), event, &mut out);
+            if let Data(len) = event {
+                tcp.data(&mut out, side, Micros(time), len, true);
+            }
         }
         tcp.finish(&mut out);
         let isn = |side: Side| if side == Side::Client { CLIENT_ISN } else { SERVER_ISN };
@@ -351,7 +372,40 @@ mod tests {
         tcp.record(C, Micros(0), Con, &mut out);
         tcp.next[C.index()] = u32::MAX - 1;
         tcp.record(C, Micros(1), Data(5), &mut out);
+        tcp.data(&mut out, C, Micros(1), 5, true);
         let acks: Vec<_> = out.iter().filter(|s| s.from == S).map(|s| s.ack).collect();
         assert_eq!(acks.last(), Some(&3));
+    }
+
+    #[test]
+    fn a_payload_in_pieces_of_whole_segments_gives_the_same_segments() {
+        let whole = {
+            let mut tcp = Tcp::new(4);
+            let mut out = Vec::new();
+            tcp.record(C, Micros(1), Con, &mut out);
+            tcp.record(S, Micros(2), Data(23), &mut out);
+            tcp.data(&mut out, S, Micros(2), 23, true);
+            out
+        };
+        for piece in [4, 8, 12, 20] {
+            let mut tcp = Tcp::new(4);
+            let mut out = Vec::new();
+            tcp.record(C, Micros(1), Con, &mut out);
+            tcp.record(S, Micros(2), Data(23), &mut out);
+            let mut start = 0;
+            while start < 23 {
+                let len = piece.min(23 - start);
+                let from = out.len();
+                tcp.data(&mut out, S, Micros(2), len, start + len == 23);
+                // Ranges count from the piece: shift them back to the payload's.
+                for s in &mut out[from..] {
+                    if !s.payload.is_empty() {
+                        s.payload = s.payload.start + start..s.payload.end + start;
+                    }
+                }
+                start += len;
+            }
+            assert_eq!(out, whole, "pieces of {piece}");
+        }
     }
 }

@@ -116,12 +116,14 @@ impl Script {
     pub fn read<R: Read + Seek>(mut source: R, path: &Path, us: Side) -> anyhow::Result<Script> {
         let failed = || format!("failed to read log {}", path.display());
         let start = source.stream_position().with_context(failed)?;
+        let end = source.seek(std::io::SeekFrom::End(0)).with_context(failed)?;
+        source.seek(std::io::SeekFrom::Start(start)).with_context(failed)?;
         let mut payloads = Payloads::default();
         let script = Script::headers(
             Reader::new(&mut source).keep_payload(false),
             path,
             us,
-            start,
+            (start, end),
             &mut payloads,
         )?;
         payloads.fill(script, source).with_context(failed)
@@ -133,7 +135,7 @@ impl Script {
         mut reader: Reader<R>,
         path: &Path,
         us: Side,
-        start: u64,
+        (start, end): (u64, u64),
         payloads: &mut Payloads,
     ) -> anyhow::Result<Script> {
         let mut script = Script {
@@ -165,6 +167,24 @@ impl Script {
                     return Err(e).with_context(|| format!("failed to read log {}", path.display()));
                 }
             };
+            // Where a payload lies: after its header line, which the reader has
+            // checked to be in the one form the format allows, so that written out
+            // again it has the length it has in the file.
+            let payload_at = match record.event {
+                Event::Data(n) => {
+                    let header = format!("{} {} {n}\n", record.side.letter(), record.time).len() as u64;
+                    let at = start + record.offset + header;
+                    if at + n as u64 > end {
+                        // The payload is cut short: the record is not whole.
+                        break Some(ReadError::Truncated {
+                            offset: record.offset,
+                            what: "the file ends inside a payload".into(),
+                        });
+                    }
+                    at
+                }
+                _ => 0,
+            };
             script.records += 1;
             // The reader guarantees that times never decrease.
             let gap = Duration::from_micros(record.time.0 - last_time.unwrap_or(record.time).0);
@@ -173,8 +193,7 @@ impl Script {
             match record.event {
                 Event::Con => script.start = record.time,
                 Event::Data(n) => {
-                    // The reader has just passed the payload: it ends at its offset.
-                    payloads.note(ours, start + reader.offset() - n as u64, n);
+                    payloads.note(ours, payload_at, n);
                     if ours {
                         let from = mine.bytes as usize;
                         mine.bytes += n as u64;

@@ -22,53 +22,126 @@ pub struct Paint {
     pub escape: Style,
 }
 
-/// Writes `payload` as escaped text lines, each starting with `prefix`. The last
-/// line is ended even if the payload does not end with `\n` (the missing `\n`
-/// escape shows that it did not).
-pub fn write_text(out: &mut impl Write, payload: &[u8], prefix: &str, paint: Paint) -> io::Result<()> {
-    // The text is built in memory and written in one call: writing the escapes of
-    // a binary payload byte by byte would make showing a large log crawl.
-    let mut line = Text {
-        buf: Vec::with_capacity(payload.len() + payload.len() / 2 + 64),
-        prefix,
-        codes: [
-            (paint.text.render().to_string(), paint.text.render_reset().to_string()),
-            (
-                paint.escape.render().to_string(),
-                paint.escape.render_reset().to_string(),
-            ),
-        ],
-        open: false,
-        current: None,
-    };
-    let mut rest = payload;
-    while let Some(&first) = rest.first() {
-        let shown = shown_len(rest);
-        if shown > 0 {
-            line.put(&rest[..shown]);
-            rest = &rest[shown..];
-            continue;
+/// Writes one payload as escaped text lines, each starting with a prefix. The
+/// last line is ended even if the payload does not end with `\n` (the missing
+/// `\n` escape shows that it did not). The payload is fed in pieces of any
+/// size, and the lines come out as if it had been written at once, a character
+/// split between two pieces included.
+pub struct TextWriter {
+    line: Text,
+    /// The start of a multi-byte character that the last piece ended inside.
+    carry: Vec<u8>,
+}
+
+impl TextWriter {
+    /// A payload's text, each line starting with `prefix`.
+    pub fn new(prefix: &str, paint: Paint) -> TextWriter {
+        TextWriter {
+            line: Text {
+                buf: Vec::new(),
+                prefix: prefix.to_string(),
+                codes: [
+                    (paint.text.render().to_string(), paint.text.render_reset().to_string()),
+                    (
+                        paint.escape.render().to_string(),
+                        paint.escape.render_reset().to_string(),
+                    ),
+                ],
+                open: false,
+                current: None,
+            },
+            carry: Vec::new(),
         }
-        // Escaping byte by byte gives the same text as escaping a whole invisible
-        // character, so one byte at a time is enough.
-        line.put_escaped(&rest[..1]);
-        if first == b'\n' {
-            line.end();
+    }
+
+    /// Writes the next piece of the payload.
+    pub fn write(&mut self, out: &mut impl Write, piece: &[u8]) -> io::Result<()> {
+        let joined;
+        let bytes = if self.carry.is_empty() {
+            piece
+        } else {
+            joined = [std::mem::take(&mut self.carry).as_slice(), piece].concat();
+            &joined
+        };
+        let whole = bytes.len() - incomplete_tail(bytes);
+        self.carry.extend_from_slice(&bytes[whole..]);
+        self.put(&bytes[..whole]);
+        self.flush(out)
+    }
+
+    /// Ends the payload: a character it ends inside is escaped, and the last line
+    /// is ended.
+    pub fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let carry = std::mem::take(&mut self.carry);
+        if !carry.is_empty() {
+            self.line.put_escaped(&carry);
         }
-        rest = &rest[1..];
+        if self.line.open {
+            self.line.end();
+        }
+        self.flush(out)
     }
-    if line.open {
-        line.end();
+
+    fn put(&mut self, mut rest: &[u8]) {
+        // The text is built in memory and written in one call per piece: writing
+        // the escapes of a binary payload byte by byte would make showing a large
+        // log crawl.
+        self.line.buf.reserve(rest.len() + rest.len() / 2 + 64);
+        while let Some(&first) = rest.first() {
+            let shown = shown_len(rest);
+            if shown > 0 {
+                self.line.put(&rest[..shown]);
+                rest = &rest[shown..];
+                continue;
+            }
+            // Escaping byte by byte gives the same text as escaping a whole
+            // invisible character, so one byte at a time is enough.
+            self.line.put_escaped(&rest[..1]);
+            if first == b'\n' {
+                self.line.end();
+            }
+            rest = &rest[1..];
+        }
     }
-    out.write_all(&line.buf)
+
+    fn flush(&mut self, out: &mut impl Write) -> io::Result<()> {
+        out.write_all(&self.line.buf)?;
+        self.line.buf.clear();
+        Ok(())
+    }
+}
+
+/// How many bytes at the end of `bytes` are the valid start of a multi-byte
+/// character that the rest of the payload may complete.
+fn incomplete_tail(bytes: &[u8]) -> usize {
+    for back in 1..=3.min(bytes.len()) {
+        let b = bytes[bytes.len() - back];
+        if b & 0xc0 == 0x80 {
+            continue; // A continuation byte: the start is further back.
+        }
+        let width = match b {
+            0xc2..=0xdf => 2,
+            0xe0..=0xef => 3,
+            0xf0..=0xf4 => 4,
+            _ => return 0,
+        };
+        let start = &bytes[bytes.len() - back..];
+        // Only a start that can still become valid UTF-8 waits for the rest.
+        let valid_so_far = match std::str::from_utf8(start) {
+            Ok(_) => false,
+            Err(e) => e.valid_up_to() == 0 && e.error_len().is_none(),
+        };
+        return if back < width && valid_so_far { back } else { 0 };
+    }
+    0
 }
 
 /// Text lines being built: each line's prefix goes first, and a style is
 /// switched only when it changes and reset before the newline (so a pager that
 /// shows lines on their own, like `less -R`, shows them right).
-struct Text<'a> {
+struct Text {
     buf: Vec<u8>,
-    prefix: &'a str,
+    prefix: String,
     /// The escape codes that start and reset the text style (0) and the escape
     /// style (1), rendered once: empty without colour.
     codes: [(String, String); 2],
@@ -78,7 +151,7 @@ struct Text<'a> {
     current: Option<usize>,
 }
 
-impl Text<'_> {
+impl Text {
     /// Adds `bytes` as they are.
     fn put(&mut self, bytes: &[u8]) {
         self.switch(0);
@@ -153,22 +226,12 @@ fn shown_len(bytes: &[u8]) -> usize {
         else {
             break;
         };
-        if !shown(c) {
+        if !crate::escape::is_shown(c) {
             break;
         }
         i += width;
     }
     i
-}
-
-/// Whether a character is shown as itself: visible characters only. Controls
-/// (C0, DEL, C1) could drive the terminal, and the invisible formatting characters
-/// (zero-width, bidirectional overrides, line separators) could hide or reorder
-/// what is shown, so those are escaped.
-fn shown(c: char) -> bool {
-    c != '\\'
-        && !c.is_control()
-        && !matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}'..='\u{2069}' | '\u{feff}')
 }
 
 /// Lower-case hex digits, indexed by value.
@@ -177,59 +240,122 @@ const HEX: &[u8; 16] = b"0123456789abcdef";
 /// Bytes per hex dump row.
 const ROW: u64 = 16;
 
-/// Writes `payload` as offset / hex / ASCII rows, each starting with `prefix`.
+/// Writes one payload as offset / hex / ASCII rows, each starting with a prefix.
 ///
-/// `start` is the position of the payload's first byte in its side's stream (the
-/// bytes that side sent before this record). Rows are aligned to multiples of 16
-/// in that stream, so "server byte 0x1000" is always the first byte of the row
+/// The payload's first byte is at some position of its side's stream (the bytes
+/// that side sent before this record). Rows are aligned to multiples of 16 in
+/// that stream, so "server byte 0x1000" is always the first byte of the row
 /// labelled `00001000`; the bytes of a row that belong to other records are left
-/// blank.
-pub fn write_hex(out: &mut impl Write, payload: &[u8], start: u64, prefix: &str, paint: Paint) -> io::Result<()> {
-    let end = start + payload.len() as u64;
-    let mut row = start - start % ROW;
-    // The hex and ASCII columns of one row: built in place and written at once,
-    // because formatting byte by byte makes dumping a large log crawl.
-    let mut cols = Vec::with_capacity(4 * ROW as usize + 4);
-    while row < end {
+/// blank. The payload is fed in pieces of any size: a row is written once its
+/// bytes, or the payload's end, are there.
+pub struct HexWriter {
+    prefix: String,
+    paint: Paint,
+    /// Stream position of the first byte of the row being filled.
+    row: u64,
+    /// Stream position of the first byte of this payload in that row.
+    first: u64,
+    /// The row's bytes so far, from `first` on.
+    bytes: Vec<u8>,
+    /// The hex and ASCII columns of one row: built in place and written at once,
+    /// because formatting byte by byte makes dumping a large log crawl.
+    cols: Vec<u8>,
+}
+
+impl HexWriter {
+    /// A payload that starts at position `start` of its side's stream.
+    pub fn new(start: u64, prefix: &str, paint: Paint) -> HexWriter {
+        HexWriter {
+            prefix: prefix.to_string(),
+            paint,
+            row: start - start % ROW,
+            first: start,
+            bytes: Vec::with_capacity(ROW as usize),
+            cols: Vec::with_capacity(4 * ROW as usize + 4),
+        }
+    }
+
+    /// Writes the next piece of the payload.
+    pub fn write(&mut self, out: &mut impl Write, mut piece: &[u8]) -> io::Result<()> {
+        while !piece.is_empty() {
+            let room = (self.row + ROW - self.first) as usize - self.bytes.len();
+            let n = room.min(piece.len());
+            self.bytes.extend_from_slice(&piece[..n]);
+            piece = &piece[n..];
+            if n == room {
+                self.write_row(out)?;
+                self.row += ROW;
+                self.first = self.row;
+                self.bytes.clear();
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the payload: writes the last row, if it is not full.
+    pub fn finish(&mut self, out: &mut impl Write) -> io::Result<()> {
+        if !self.bytes.is_empty() {
+            self.write_row(out)?;
+            self.bytes.clear();
+        }
+        Ok(())
+    }
+
+    fn write_row(&mut self, out: &mut impl Write) -> io::Result<()> {
+        let (row, first, end) = (self.row, self.first, self.first + self.bytes.len() as u64);
+        let cols = &mut self.cols;
         cols.clear();
         for pos in row..row + ROW {
             if pos == row + ROW / 2 {
                 cols.push(b' ');
             }
-            if (start..end).contains(&pos) {
-                let b = payload[(pos - start) as usize];
+            if (first..end).contains(&pos) {
+                let b = self.bytes[(pos - first) as usize];
                 cols.extend_from_slice(&[HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)], b' ']);
             } else {
                 cols.extend_from_slice(b"   ");
             }
         }
         cols.extend_from_slice(b" |");
-        for pos in row..(row + ROW).min(end) {
-            cols.push(if pos < start {
+        for pos in row..end {
+            cols.push(if pos < first {
                 b' '
             } else {
-                match payload[(pos - start) as usize] {
+                match self.bytes[(pos - first) as usize] {
                     b @ 0x20..=0x7e => b,
                     _ => b'.',
                 }
             });
         }
         cols.push(b'|');
+        let (prefix, paint) = (&self.prefix, self.paint);
         write!(
             out,
             "{prefix}{}{row:08x}{:#}  {}",
             paint.escape, paint.escape, paint.text
         )?;
-        out.write_all(&cols)?;
-        writeln!(out, "{:#}", paint.text)?;
-        row += ROW;
+        out.write_all(cols)?;
+        writeln!(out, "{:#}", paint.text)
     }
-    Ok(())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A whole payload as text.
+    fn write_text(out: &mut impl Write, payload: &[u8], prefix: &str, paint: Paint) -> io::Result<()> {
+        let mut text = TextWriter::new(prefix, paint);
+        text.write(out, payload)?;
+        text.finish(out)
+    }
+
+    /// A whole payload as a hex dump starting at stream position `start`.
+    fn write_hex(out: &mut impl Write, payload: &[u8], start: u64, prefix: &str, paint: Paint) -> io::Result<()> {
+        let mut hex = HexWriter::new(start, prefix, paint);
+        hex.write(out, payload)?;
+        hex.finish(out)
+    }
 
     fn text(payload: &[u8]) -> String {
         let mut out = Vec::new();
@@ -311,5 +437,52 @@ mod tests {
     #[test]
     fn hex_offsets_grow_past_eight_digits() {
         assert!(hex(b"x", 0x1_0000_0000).starts_with("100000000  78"));
+    }
+
+    /// The output of writing `payload` in two pieces split at `at`.
+    fn split_text(payload: &[u8], at: usize) -> String {
+        let mut out = Vec::new();
+        let mut text = TextWriter::new("> ", Paint::default());
+        text.write(&mut out, &payload[..at]).unwrap();
+        text.write(&mut out, &payload[at..]).unwrap();
+        text.finish(&mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn text_in_pieces_is_the_text_of_the_whole_wherever_it_is_split() {
+        let payload = "a\tgrüß\n日本\u{1f600}\\x\x00"
+            .bytes()
+            .chain([0xff, 0xe6, 0x97, b'!', 0xf0, 0x9f])
+            .collect::<Vec<u8>>();
+        let whole = text(&payload);
+        for at in 0..=payload.len() {
+            assert_eq!(split_text(&payload, at), whole, "split at {at}");
+        }
+        // Three pieces around one four-byte character.
+        let smile = "\u{1f600}".as_bytes();
+        let mut out = Vec::new();
+        let mut text = TextWriter::new("", Paint::default());
+        for piece in [&smile[..1], &smile[1..3], &smile[3..]] {
+            text.write(&mut out, piece).unwrap();
+        }
+        text.finish(&mut out).unwrap();
+        assert_eq!(String::from_utf8(out).unwrap(), "\u{1f600}\n");
+    }
+
+    #[test]
+    fn hex_in_pieces_is_the_dump_of_the_whole_wherever_it_is_split() {
+        let payload: Vec<u8> = (0..=255u8).cycle().take(70).collect();
+        for start in [0, 5, 16, 4091] {
+            let whole = hex(&payload, start);
+            for at in 0..=payload.len() {
+                let mut out = Vec::new();
+                let mut dump = HexWriter::new(start, "", Paint::default());
+                dump.write(&mut out, &payload[..at]).unwrap();
+                dump.write(&mut out, &payload[at..]).unwrap();
+                dump.finish(&mut out).unwrap();
+                assert_eq!(String::from_utf8(out).unwrap(), whole, "start {start}, split at {at}");
+            }
+        }
     }
 }

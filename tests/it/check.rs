@@ -123,3 +123,86 @@ fn counts_are_the_bytes_that_are_there() {
         )
     );
 }
+
+#[test]
+fn json_says_what_the_text_says() {
+    let (dir, log) = record_exchange(b"PING\r\n", b"+PONG\r\n");
+    let bytes = std::fs::read(&log).unwrap();
+    let (rec, header) = records(&log).into_iter().find(|(r, _)| r.side == Side::Server).unwrap();
+    let cut = dir.path().join("cut_1");
+    std::fs::write(&cut, &bytes[..rec.offset as usize + header + 3]).unwrap();
+    let mut corrupt = bytes.clone();
+    corrupt[rec.offset as usize] = b'x';
+    let bad = dir.path().join("bad_1");
+    std::fs::write(&bad, corrupt).unwrap();
+    let missing = dir.path().join("missing_1");
+    let logs = [arg(&log), arg(&cut), arg(&bad), arg(&missing)];
+
+    let text = netrecord(&[&["check"][..], &logs].concat());
+    let json = netrecord(&[&["check", "--json"][..], &logs].concat());
+    assert_eq!(json.status.code(), Some(1));
+    assert_eq!(json.stderr, text.stderr);
+    let lines: Vec<String> = text.text().lines().map(str::to_string).collect();
+    let objects: Vec<serde_json::Value> = json
+        .text()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    assert_eq!(objects.len(), 4);
+    for (line, object) in lines.iter().zip(&objects) {
+        assert!(
+            line.starts_with(&format!("{}: ", object["log"].as_str().unwrap())),
+            "{line}"
+        );
+        let valid = object["valid"].as_bool().unwrap();
+        assert_eq!(line.contains(": valid, "), valid, "{line} / {object}");
+        if !valid {
+            let error = &object["error"];
+            let what = error["what"].as_str().unwrap();
+            match error["kind"].as_str().unwrap() {
+                "corrupt" => assert!(
+                    line.ends_with(&format!("invalid, corrupt record at byte {}: {what}", error["offset"])),
+                    "{line} / {object}"
+                ),
+                "unreadable" => assert!(line.ends_with(&format!("unreadable, {what}")), "{line} / {object}"),
+                kind => panic!("kind {kind}"),
+            }
+            continue;
+        }
+        let records = object["records"].as_u64().unwrap();
+        let duration = object["duration_us"].as_u64().unwrap();
+        let summary = format!(
+            "valid, {records} records, client {} bytes, server {} bytes, {}.{:06} s, ",
+            object["client_bytes"],
+            object["server_bytes"],
+            duration / 1_000_000,
+            duration % 1_000_000
+        );
+        assert!(line.contains(&summary), "{line} / {object}");
+        assert_eq!(
+            object["last_us"].as_u64().unwrap() - object["first_us"].as_u64().unwrap(),
+            duration
+        );
+        match object["truncated"].as_object() {
+            Some(cut) => assert!(
+                line.ends_with(&format!(
+                    "truncated at byte {} ({})",
+                    cut["offset"],
+                    cut["what"].as_str().unwrap()
+                )),
+                "{line} / {object}"
+            ),
+            None => assert!(
+                line.ends_with(&format!(
+                    "client {}, server {}",
+                    object["client_end"].as_str().unwrap(),
+                    object["server_end"].as_str().unwrap()
+                )),
+                "{line} / {object}"
+            ),
+        }
+    }
+    assert_eq!(objects[0]["complete"], true);
+    assert_eq!(objects[1]["server_bytes"], 3);
+    assert_eq!(objects[2]["error"]["offset"], rec.offset);
+}

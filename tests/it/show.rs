@@ -1,10 +1,11 @@
 //! Tests of `netrecord show`: sessions recorded through the proxy, shown by the
 //! built binary.
 
-use std::io::Read;
+use std::io::{Read, Write};
 use std::net::Shutdown;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use netrecord::log::{Event, Reader, Record, Side};
@@ -340,4 +341,284 @@ fn a_reader_that_closes_early_ends_show_quietly() {
     assert!(status.success(), "{status:?}: {err}");
     assert_eq!(err, "");
     assert!(first.starts_with(b"0."), "{:?}", String::from_utf8_lossy(&first));
+}
+
+/// Starts `netrecord show <args> /dev/stdin` reading from a pipe the test
+/// writes, with stdout piped to a thread that collects it.
+fn show_from_pipe(args: &[&str]) -> (std::process::Child, std::process::ChildStdin, Arc<Mutex<Vec<u8>>>) {
+    let mut child = Command::new(BIN)
+        .arg("show")
+        .args(args)
+        .arg("/dev/stdin")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdin = child.stdin.take().unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&seen);
+    thread::spawn(move || {
+        let mut buf = [0u8; 65536];
+        while let Ok(n) = stdout.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    (child, stdin, seen)
+}
+
+#[test]
+fn a_large_record_is_shown_as_it_is_read_not_after() {
+    // A record of 1 GB of which only the first 300 KB exist yet: its bytes show
+    // without the rest being read (or held) first, in text and raw.
+    for (args, shown) in [
+        (&["--hex"][..], &b"00030000  "[..]),
+        (&["--raw", "s"], &[7u8; 1000][..]),
+    ] {
+        let (mut child, mut stdin, seen) = show_from_pipe(args);
+        stdin.write_all(b"c 0.000001 con\ns 0.000002 1000000000\n").unwrap();
+        stdin.write_all(&[7u8; 300_000]).unwrap();
+        stdin.flush().unwrap();
+        wait_until("payload bytes in the output", || {
+            let seen = seen.lock().unwrap();
+            seen.windows(shown.len()).any(|w| w == shown)
+        });
+        drop(stdin);
+        let status = wait_child(&mut child);
+        assert!(status.success(), "{args:?}: {status:?}");
+    }
+}
+
+/// Records one echoed exchange, `data`, through a proxy on `root`, started for
+/// it and stopped after; `before` runs once the proxy is up.
+fn one_run(root: &Path, upstream: &Upstream, data: &[u8], before: impl FnOnce()) {
+    let proxy = Proxy::start_in("127.0.0.1", upstream.addr.port(), root, &["-q"], |_| {});
+    before();
+    let ended = proxy.entries().len() + 1;
+    let c = connect(proxy.addr);
+    send(&c, data);
+    assert_eq!(read_n(&c, data.len()), data);
+    c.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&c), b"");
+    proxy.wait_ended(ended);
+    assert!(proxy.stop().0.success());
+}
+
+/// The connection tags of a merged timeline, in order, once per record.
+fn tags_in_order(text: &str) -> Vec<&str> {
+    text.lines()
+        .filter(|l| !l.contains("     ")) // payload lines
+        .filter_map(|l| l.split(' ').next())
+        .collect()
+}
+
+#[test]
+fn merge_orders_logs_of_two_runs_on_one_root_by_the_wall_clock() {
+    let upstream = Upstream::echo();
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    // The first run's connection comes a second after it started; the second
+    // run's at once, so on their own clocks the later connection is the earlier.
+    one_run(&root, &upstream, b"first run", || {
+        thread::sleep(std::time::Duration::from_secs(1))
+    });
+    one_run(&root, &upstream, b"second run", || {});
+    let (one, two) = (netrecord::log::log_path(&root, 1), netrecord::log::log_path(&root, 2));
+    let con_time = |log: &Path| records(log)[0].0.time;
+    assert!(
+        con_time(&two) < con_time(&one),
+        "the second run's connection should be earlier on its own clock"
+    );
+
+    let out = netrecord(&["show", "--merge", arg(&two), arg(&one)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr, "");
+    let text = out.text();
+    let tags = tags_in_order(&text);
+    let first_two = tags.iter().position(|t| *t == "[2]").unwrap();
+    assert!(tags[..first_two].iter().all(|t| *t == "[1]"), "{text}");
+    assert!(tags[first_two..].iter().all(|t| *t == "[2]"), "{text}");
+
+    // Without the index the runs cannot be told apart: merged by the logs' own
+    // clocks, with one note saying so.
+    std::fs::rename(netrecord::index::index_path(&root), dir.path().join("moved.jsonl")).unwrap();
+    let out = netrecord(&["show", "--merge", arg(&one), arg(&two)]);
+    assert!(out.status.success(), "{}", out.stderr);
+    assert_eq!(out.stderr.lines().count(), 1, "{}", out.stderr);
+    assert!(
+        out.stderr.starts_with(&format!(
+            "netrecord: there is no run index {}: ",
+            netrecord::index::index_path(&root).display()
+        )) && out
+            .stderr
+            .contains("logs of different runs cannot be ordered against each other"),
+        "{}",
+        out.stderr
+    );
+    assert_eq!(tags_in_order(&out.text())[0], "[2]", "{}", out.text());
+}
+
+#[test]
+fn bytes_and_file_names_that_could_drive_the_terminal_are_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let (dir, log) = record_exchange(b"ping", b"pong");
+    let (rec, _) = records(&log).into_iter().find(|(r, _)| r.side == Side::Server).unwrap();
+    let mut bytes = std::fs::read(&log).unwrap();
+    for (side, shown) in [(0xffu8, "'\\xff'"), (0x83, "'\\x83'")] {
+        bytes[rec.offset as usize] = side;
+        // A name with an escape sequence and a byte that is not UTF-8.
+        let name = std::ffi::OsStr::from_bytes(b"bad\x1b[31m\xfe_1");
+        let bad = dir.path().join(name);
+        std::fs::write(&bad, &bytes).unwrap();
+        let shown_name = format!("{}/bad\\x1b[31m\\xfe_1", dir.path().display());
+        let out = Command::new(BIN).arg("show").arg(&bad).arg(&log).output().unwrap();
+        let (stdout, stderr) = (
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr),
+        );
+        assert_eq!(out.status.code(), Some(1));
+        assert!(!stdout.contains('\x1b') && !stderr.contains('\x1b'), "{stdout}{stderr}");
+        assert!(stdout.contains(&format!("==> {shown_name} <==")), "{stdout}");
+        assert!(
+            stdout.contains(&format!(
+                "-- corrupt record at byte {}: side is {shown}, not `c` or `s`",
+                rec.offset
+            )),
+            "{stdout}"
+        );
+        assert_eq!(
+            stderr,
+            format!(
+                "netrecord: invalid log {shown_name}: corrupt record at byte {}: side is {shown}, not `c` or `s`\n",
+                rec.offset
+            )
+        );
+        let out = Command::new(BIN).arg("check").arg(&bad).output().unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            stdout,
+            format!(
+                "{shown_name}: invalid, corrupt record at byte {}: side is {shown}, not `c` or `s`\n",
+                rec.offset
+            )
+        );
+        let pcap = dir.path().join("out.pcap");
+        let out = Command::new(BIN)
+            .args(["pcap", "-o"])
+            .arg(&pcap)
+            .arg(&bad)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!stderr.contains('\x1b'), "{stderr}");
+        assert!(
+            stderr.contains(&format!("netrecord: invalid log {shown_name}: ")),
+            "{stderr}"
+        );
+        assert!(stderr.contains("no run index"), "{stderr}");
+    }
+}
+
+/// Decodes standard base64 with padding.
+fn unbase64(text: &str) -> Vec<u8> {
+    let value = |c: u8| match c {
+        b'A'..=b'Z' => c - b'A',
+        b'a'..=b'z' => c - b'a' + 26,
+        b'0'..=b'9' => c - b'0' + 52,
+        b'+' => 62,
+        b'/' => 63,
+        _ => panic!("not base64: {c:?} in {text:?}"),
+    };
+    assert!(text.len().is_multiple_of(4), "{text:?}");
+    let mut out = Vec::new();
+    for quad in text.as_bytes().chunks(4) {
+        let pad = quad.iter().filter(|&&c| c == b'=').count();
+        let n = quad[..4 - pad]
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &c)| n | u32::from(value(c)) << (18 - 6 * i));
+        out.extend_from_slice(&n.to_be_bytes()[1..4 - pad]);
+    }
+    out
+}
+
+#[test]
+fn json_gives_back_every_byte_of_both_sides() {
+    // All 256 byte values, invalid UTF-8, and a character split between the
+    // client's two writes.
+    let mut request: Vec<u8> = (0..=255u8).collect();
+    request.extend_from_slice(b"\xc3\x28 \xe2\x82 \xff\xfe plain\ttext\r\n \xe6");
+    // Clean text, sent at once: one record, shown as text.
+    let reply: &'static [u8] = "HTTP/1.0 200 OK\r\n\r\n\tété 日本\n".as_bytes();
+    let upstream = Upstream::start(move |s| {
+        let _ = read_all(&s);
+        send(&s, reply);
+        let _ = s.shutdown(Shutdown::Write);
+    });
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    let client = connect(proxy.addr);
+    send(&client, &request);
+    send(&client, b"\x97\xa5 rest");
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), reply);
+    proxy.wait_ended(1);
+    let log = valid_log(&proxy.log(1));
+    request.extend_from_slice(b"\x97\xa5 rest");
+    assert_eq!(
+        (log.client.as_slice(), log.server.as_slice()),
+        (request.as_slice(), reply)
+    );
+
+    let out = netrecord(&["show", "--json", arg(&proxy.log(1))]);
+    assert!(out.status.success(), "{}", out.stderr);
+    let mut sides = [Vec::new(), Vec::new()];
+    let mut events = Vec::new();
+    let (mut texts, mut base64s) = (0, 0);
+    for line in out.text().lines() {
+        let object: serde_json::Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+        assert_eq!(object["conn"], 1, "{line}");
+        let side = object["side"].as_str().unwrap();
+        let event = object["event"].as_str().unwrap();
+        assert!(object["time_us"].is_u64(), "{line}");
+        events.push(format!("{} {event}", &side[..1]));
+        if event != "data" {
+            assert_eq!(object.as_object().unwrap().len(), 4, "{line}");
+            continue;
+        }
+        let bytes = match (object.get("text"), object.get("base64")) {
+            (Some(text), None) => {
+                texts += 1;
+                text.as_str().unwrap().as_bytes().to_vec()
+            }
+            (None, Some(coded)) => {
+                base64s += 1;
+                unbase64(coded.as_str().unwrap())
+            }
+            _ => panic!("data as neither text nor base64, or both: {line}"),
+        };
+        assert_eq!(object["len"], bytes.len(), "{line}");
+        sides[usize::from(side == "server")].extend(bytes);
+    }
+    assert_eq!(sha256(&sides[0]), sha256(&log.client));
+    assert_eq!(sha256(&sides[1]), sha256(&log.server));
+    assert!(base64s > 0 && texts > 0, "{}", out.text());
+    let shape: Vec<String> = log
+        .events
+        .iter()
+        .map(|(s, e)| {
+            let what = match e {
+                Event::Con => "con",
+                Event::Data(_) => "data",
+                Event::Hup => "hup",
+                Event::Err => "err",
+            };
+            format!("{} {what}", s.letter())
+        })
+        .collect();
+    assert_eq!(events, shape);
+    drop(proxy);
 }

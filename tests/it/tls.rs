@@ -103,6 +103,24 @@ fn tls_proxy(port: u16, tls: &[&str]) -> (Proxy, tempfile::TempDir) {
     (proxy, dir)
 }
 
+/// A proxy that terminates and originates TLS (full interception) for a server
+/// whose certificate `ca` signed, with `extra` options.
+fn intercepting(ca: &TestCa, port: u16, extra: &[&str]) -> (Proxy, tempfile::TempDir) {
+    let ca_arg = ca.ca();
+    let mut args = vec!["--tls-listen", "--tls-upstream", "--tls-ca", ca_arg.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    tls_proxy(port, &args)
+}
+
+/// A TLS client stream through the proxy at `proxy` as `localhost`, trusting `ca`.
+fn tls_stream(proxy: SocketAddr, ca: &Path) -> rustls::StreamOwned<rustls::ClientConnection, TcpStream> {
+    let socket = TcpStream::connect(proxy).unwrap();
+    socket.set_read_timeout(Some(DEADLINE)).unwrap();
+    let name = ServerName::try_from("localhost").unwrap();
+    let session = rustls::ClientConnection::new(client_config(ca), name).unwrap();
+    rustls::StreamOwned::new(session, socket)
+}
+
 /// netrecord's CA certificate in a directory from [`tls_proxy`].
 fn netrecord_ca(dir: &tempfile::TempDir) -> PathBuf {
     dir.path().join("ca/netrecord-ca.pem")
@@ -226,11 +244,7 @@ fn curl_through_full_interception_to_an_https_server() {
     let body = pattern(300_000, 7);
     std::fs::write(www.path().join("file"), &body).unwrap();
     let server = python_https(www.path(), Some((&ca.cert(), &ca.key())));
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        server.port,
-        &["--tls-listen", "--tls-upstream", "--tls-ca", ca_arg.to_str().unwrap()],
-    );
+    let (proxy, dir) = intercepting(&ca, server.port, &[]);
     let ours = netrecord_ca(&dir);
     assert!(ours.exists(), "the CA exists once the proxy listens");
     let url = format!("https://localhost:{}/file", proxy.addr.port());
@@ -348,11 +362,7 @@ fn alpn_h2_reaches_the_client_from_the_server() {
     }
     let ca = TestCa::new();
     let server = openssl_server(&ca, &["-alpn", "h2"]);
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        server.port,
-        &["--tls-listen", "--tls-upstream", "--tls-ca", ca_arg.to_str().unwrap()],
-    );
+    let (proxy, dir) = intercepting(&ca, server.port, &[]);
     let out = s_client(proxy.addr.port(), &netrecord_ca(&dir), &["-alpn", "h2,http/1.1"]);
     assert!(out.contains("ALPN protocol: h2"), "{out}");
     assert!(out.contains("Verify return code: 0 (ok)"), "{out}");
@@ -481,17 +491,7 @@ fn sixty_four_mib_each_way_through_tls_on_both_legs() {
     let up = pattern(SIZE, 11);
     let down = pattern(SIZE, 12);
     let (addr, from_server) = tls_upstream(&ca, up.clone());
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        addr.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, addr.port(), &["-q"]);
     let (got_by_client, clean) = tls_client(proxy.addr, &netrecord_ca(&dir), &down);
     let (got_by_server, server_clean) = from_server.recv_timeout(DEADLINE * 3).unwrap();
     assert_eq!(sha256(&got_by_client), sha256(&up));
@@ -527,17 +527,7 @@ fn half_close_through_tls_lets_the_server_answer_after_the_clients_close_notify(
         stream.flush().unwrap();
         request
     });
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        addr.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, addr.port(), &["-q"]);
     let (got, clean) = tls_client(proxy.addr, &netrecord_ca(&dir), b"question");
     assert_eq!(server.join().unwrap(), b"question");
     assert_eq!(got, b"you said: question");
@@ -565,22 +555,8 @@ fn half_close_through_tls_lets_the_client_go_on_after_the_servers_close_notify()
         stream.read_to_end(&mut rest).unwrap();
         rest
     });
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        addr.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
-    let socket = TcpStream::connect(proxy.addr).unwrap();
-    socket.set_read_timeout(Some(DEADLINE)).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let session = rustls::ClientConnection::new(client_config(&netrecord_ca(&dir)), name).unwrap();
-    let mut stream = rustls::StreamOwned::new(session, socket);
+    let (proxy, dir) = intercepting(&ca, addr.port(), &["-q"]);
+    let mut stream = tls_stream(proxy.addr, &netrecord_ca(&dir));
     let mut greeting = Vec::new();
     stream.read_to_end(&mut greeting).unwrap();
     assert_eq!(greeting, b"hello, then bye");
@@ -609,17 +585,7 @@ fn a_fin_without_close_notify_is_a_hup_that_the_index_notes() {
         stream.sock.shutdown(Shutdown::Write).unwrap();
         let _ = stream.read_to_end(&mut Vec::new());
     });
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        addr.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, addr.port(), &["-q"]);
     let (got, clean) = tls_client(proxy.addr, &netrecord_ca(&dir), b"");
     assert_eq!(got, b"bye");
     assert!(clean, "netrecord ends the client's stream with close_notify");
@@ -690,19 +656,7 @@ fn the_keylog_lets_tshark_decrypt_the_upstream_leg_to_the_logged_bytes() {
         .unwrap();
     // tcpdump says "listening on lo" once it captures.
     first_line(tcpdump.stderr.take().unwrap(), |l| l.contains("listening on"));
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        echo.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-            "--tls-keylog",
-            keylog.to_str().unwrap(),
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, echo.port(), &["-q", "--tls-keylog", keylog.to_str().unwrap()]);
     let message = pattern(50_000, 3);
     let (got, _) = tls_client(proxy.addr, &netrecord_ca(&dir), &message);
     assert_eq!(sha256(&got), sha256(&message));
@@ -774,11 +728,7 @@ fn a_client_that_does_not_trust_the_ca_is_an_err_in_words() {
     }
     let ca = TestCa::new();
     let echo = tls_echo(&ca);
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        echo.port(),
-        &["--tls-listen", "--tls-upstream", "--tls-ca", ca_arg.to_str().unwrap()],
-    );
+    let (proxy, dir) = intercepting(&ca, echo.port(), &[]);
     // curl without netrecord's CA refuses the certificate.
     let (status, _) = curl(&[&format!("https://localhost:{}/", proxy.addr.port())]);
     assert_ne!(status, 0);
@@ -798,17 +748,7 @@ fn a_client_that_does_not_trust_the_ca_is_an_err_in_words() {
 fn a_plaintext_client_on_a_tls_port_is_an_err_in_words() {
     let ca = TestCa::new();
     let echo = tls_echo(&ca);
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        echo.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, echo.port(), &["-q"]);
     let client = connect(proxy.addr);
     send(&client, b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
     let _ = (&client).read(&mut [0u8; 64]);
@@ -843,22 +783,8 @@ fn a_server_that_does_not_speak_tls_is_an_err_in_words() {
 fn a_server_certificate_for_another_name_is_an_err_in_words() {
     let ca = TestCa::for_names(&["other.example"]);
     let echo = tls_echo(&ca);
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        echo.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
-    let socket = TcpStream::connect(proxy.addr).unwrap();
-    socket.set_read_timeout(Some(DEADLINE)).unwrap();
-    let name = ServerName::try_from("localhost").unwrap();
-    let session = rustls::ClientConnection::new(client_config(&netrecord_ca(&dir)), name).unwrap();
-    let mut stream = rustls::StreamOwned::new(session, socket);
+    let (proxy, dir) = intercepting(&ca, echo.port(), &["-q"]);
+    let mut stream = tls_stream(proxy.addr, &netrecord_ca(&dir));
     assert!(stream.read(&mut [0u8; 16]).is_err() || stream.read(&mut [0u8; 16]).is_err());
     let why = error_of(&proxy, 1, netrecord::log::Side::Server);
     assert!(
@@ -868,18 +794,7 @@ fn a_server_certificate_for_another_name_is_an_err_in_words() {
     assert!(why.contains("localhost") && why.contains("other.example"), "{why}");
     // With the right name to verify, the same server is fine.
     drop(proxy);
-    let (proxy, dir) = tls_proxy(
-        echo.port(),
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-            "--tls-server-name",
-            "other.example",
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, echo.port(), &["-q", "--tls-server-name", "other.example"]);
     still_serves(&proxy, &netrecord_ca(&dir), 1);
 }
 
@@ -961,17 +876,7 @@ fn replay_over_tls_serves_curl_and_matches_the_live_server() {
     let body = pattern(20_000, 9);
     std::fs::write(www.path().join("file"), &body).unwrap();
     let server = python_https(www.path(), Some((&ca.cert(), &ca.key())));
-    let ca_arg = ca.ca();
-    let (proxy, dir) = tls_proxy(
-        server.port,
-        &[
-            "-q",
-            "--tls-listen",
-            "--tls-upstream",
-            "--tls-ca",
-            ca_arg.to_str().unwrap(),
-        ],
-    );
+    let (proxy, dir) = intercepting(&ca, server.port, &["-q"]);
     let ours = netrecord_ca(&dir);
     let (status, got) = curl(&[
         "--cacert",
@@ -1008,7 +913,7 @@ fn replay_over_tls_serves_curl_and_matches_the_live_server() {
         &port,
         "--tls-upstream",
         "--tls-ca",
-        ca_arg.to_str().unwrap(),
+        ca.ca().to_str().unwrap(),
         "--mask",
         "Date: [^\\r]*",
     ]);

@@ -305,6 +305,31 @@ pub fn read_index_noting(path: &Path, note: &mut dyn FnMut(String)) -> anyhow::R
     Ok(entries)
 }
 
+/// An index entry for tests: connection `conn`, logged in `log`, accepted at
+/// `start_unix_us` (wall clock) and `start_us` (its run's clock).
+#[cfg(test)]
+pub(crate) fn test_entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u64) -> Entry {
+    Entry {
+        conn,
+        log: log.to_path_buf(),
+        client: "127.0.0.1:50312".parse().unwrap(),
+        upstream: Some("127.0.0.1:6379".parse().unwrap()),
+        start_unix_us,
+        start_us,
+        end_us: start_us + 10,
+        client_bytes: 0,
+        server_bytes: 0,
+        client_end: End::Hup,
+        client_error: None,
+        server_end: End::Hup,
+        server_error: None,
+        log_error: None,
+        listen: None,
+        upstream_name: None,
+        tls: None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -145,30 +145,7 @@ fn group_runs(starts: impl Iterator<Item = u64>) -> HashMap<u64, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::IndexWriter;
-    use crate::log::End;
-
-    fn entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u64) -> Entry {
-        Entry {
-            conn,
-            log: log.to_path_buf(),
-            client: "127.0.0.1:50312".parse().unwrap(),
-            upstream: Some("127.0.0.1:6379".parse().unwrap()),
-            start_unix_us,
-            start_us,
-            end_us: start_us + 10,
-            client_bytes: 0,
-            server_bytes: 0,
-            client_end: End::Hup,
-            client_error: None,
-            server_end: End::Hup,
-            server_error: None,
-            log_error: None,
-            listen: None,
-            upstream_name: None,
-            tls: None,
-        }
-    }
+    use crate::index::{IndexWriter, test_entry};
 
     fn epoch(runs: &mut Runs, log: &Path) -> Option<u64> {
         match runs.find(log, &mut |n| panic!("{n}")) {
@@ -184,13 +161,13 @@ mod tests {
         let index = IndexWriter::open(&root).unwrap();
         // Two connections of one run (starts 3 µs apart), one of a later run.
         index
-            .append(&entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
+            .append(&test_entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
             .unwrap();
         index
-            .append(&entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
+            .append(&test_entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
             .unwrap();
         index
-            .append(&entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
+            .append(&test_entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
             .unwrap();
         let mut runs = Runs::new();
         assert_eq!(epoch(&mut runs, &root.with_file_name("rec_1")), Some(5_000_000));

@@ -176,30 +176,7 @@ fn name_port(name: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{Entry, IndexWriter};
-    use crate::log::End;
-
-    fn entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u64) -> Entry {
-        Entry {
-            conn,
-            log: log.to_path_buf(),
-            client: "127.0.0.1:50312".parse().unwrap(),
-            upstream: Some("127.0.0.1:6379".parse().unwrap()),
-            start_unix_us,
-            start_us,
-            end_us: start_us + 10,
-            client_bytes: 0,
-            server_bytes: 0,
-            client_end: End::Hup,
-            client_error: None,
-            server_end: End::Hup,
-            server_error: None,
-            log_error: None,
-            tls: None,
-            listen: None,
-            upstream_name: None,
-        }
-    }
+    use crate::index::{IndexWriter, test_entry};
 
     fn place(placer: &mut Placer, log: &Path, position: usize) -> (Placement, Vec<String>) {
         let mut notes = Vec::new();
@@ -214,13 +191,13 @@ mod tests {
         let index = IndexWriter::open(&root).unwrap();
         // Two connections of one run (starts 3 µs apart), one of a later run.
         index
-            .append(&entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
+            .append(&test_entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
             .unwrap();
         index
-            .append(&entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
+            .append(&test_entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
             .unwrap();
         index
-            .append(&entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
+            .append(&test_entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
             .unwrap();
         let mut placer = Placer::new(None);
         let (one, notes) = place(&mut placer, &root.with_file_name("rec_1"), 0);

@@ -1,7 +1,9 @@
-//! The three paths from a client to the upstream server: direct, through a
-//! netrecord process that records every byte, and through socat, which forwards
-//! without recording. Each run starts a fresh proxy process and stops it by its own
-//! handle; netrecord's logs are removed when the run's [`Stopped`] is dropped.
+//! The paths from a client to the upstream server: direct, through a netrecord
+//! process that records every byte, and through two forwarders that record
+//! nothing: socat (a process per connection) and haproxy (event-driven, `mode
+//! tcp`, default settings). Each run starts a fresh proxy process and stops it by
+//! its own handle; netrecord's logs are removed when the run's [`Stopped`] is
+//! dropped.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
@@ -17,8 +19,9 @@ use std::time::{Duration, Instant};
 /// How long a proxy may take to start listening, or to exit after SIGTERM.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(60);
-/// Attempts at starting socat on a port that another process may grab first.
-const SOCAT_ATTEMPTS: usize = 5;
+/// Attempts at starting socat or haproxy on a port that another process may grab
+/// first.
+const LISTEN_ATTEMPTS: usize = 5;
 
 /// One of the paths a scenario is driven through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,22 +29,15 @@ pub enum Kind {
     Direct,
     Netrecord,
     Socat,
+    Haproxy,
 }
 
 impl Kind {
-    /// The paths of one round, in the order they run.
-    pub fn all(socat: bool) -> Vec<Kind> {
-        let mut kinds = vec![Kind::Direct, Kind::Netrecord];
-        if socat {
-            kinds.push(Kind::Socat);
-        }
-        kinds
-    }
+    /// Every path, in the order of the table's columns.
+    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Netrecord, Kind::Socat, Kind::Haproxy];
 
     pub fn parse(name: &str) -> Option<Kind> {
-        [Kind::Direct, Kind::Netrecord, Kind::Socat]
-            .into_iter()
-            .find(|k| k.name() == name)
+        Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -49,21 +45,36 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Netrecord => "netrecord",
             Kind::Socat => "socat",
+            Kind::Haproxy => "haproxy",
         }
     }
 }
 
 /// What every run needs to start a proxy.
+#[derive(Clone)]
 pub struct Context {
     pub netrecord: PathBuf,
-    /// The bench's own temporary directory for logs.
+    /// The bench's own temporary directory for logs (and haproxy's configuration).
     pub log_dir: PathBuf,
+    /// Extra arguments for netrecord (the TLS options of the TLS scenarios).
+    pub netrecord_args: Vec<std::ffi::OsString>,
+    /// The TLS material, in the TLS scenarios.
+    pub tls: Option<std::sync::Arc<crate::tls::Setup>>,
 }
 
 /// Whether `socat` can be run.
 pub fn have_socat() -> bool {
-    Command::new("socat")
-        .arg("-V")
+    runs("socat", "-V")
+}
+
+/// Whether `haproxy` can be run.
+pub fn have_haproxy() -> bool {
+    runs("haproxy", "-v")
+}
+
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -84,6 +95,8 @@ enum Proc {
         stderr: Option<thread::JoinHandle<Vec<String>>>,
     },
     Socat(Child),
+    /// haproxy and its configuration file, removed when it stops.
+    Haproxy(Child, PathBuf),
 }
 
 /// What a netrecord run left behind: its summary and its logs, which are removed
@@ -129,6 +142,7 @@ impl Running {
             }),
             Kind::Netrecord => start_netrecord(ctx, upstream),
             Kind::Socat => start_socat(upstream),
+            Kind::Haproxy => start_haproxy(ctx, upstream),
         }
     }
 
@@ -136,7 +150,7 @@ impl Running {
     pub fn pid(&self) -> Option<u32> {
         match &self.proc {
             Proc::None => None,
-            Proc::Netrecord { child, .. } | Proc::Socat(child) => Some(child.id()),
+            Proc::Netrecord { child, .. } | Proc::Socat(child) | Proc::Haproxy(child, _) => Some(child.id()),
         }
     }
 
@@ -154,6 +168,23 @@ impl Running {
                     let _ = child.kill();
                 }
                 let _ = child.wait();
+                Ok(Stopped::default())
+            }
+            Proc::Haproxy(mut child, config) => {
+                // With -db haproxy is one process (threads, no workers): the
+                // handle's pid is all of it. SIGTERM is its immediate stop.
+                // SAFETY: kill only sends a signal to the child we spawned.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let exited = wait_deadline(&mut child);
+                if !exited {
+                    let _ = child.kill();
+                }
+                let _ = child.wait();
+                let _ = fs::remove_file(&config);
+                let _ = fs::remove_file(config.with_extension("err"));
+                if !exited {
+                    return Err(format!("haproxy did not exit within {STOP_DEADLINE:?} of SIGTERM"));
+                }
                 Ok(Stopped::default())
             }
             Proc::Netrecord {
@@ -198,6 +229,12 @@ impl Drop for Running {
                 signal_group(&child, libc::SIGKILL);
                 let _ = child.wait();
             }
+            Proc::Haproxy(mut child, config) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = fs::remove_file(&config);
+                let _ = fs::remove_file(config.with_extension("err"));
+            }
         }
     }
 }
@@ -230,6 +267,7 @@ fn start_netrecord(ctx: &Context, upstream: SocketAddr) -> Result<Running, Strin
         .arg(upstream.port().to_string())
         .arg("0")
         .arg(&root)
+        .args(&ctx.netrecord_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
@@ -322,7 +360,7 @@ fn collect_logs(root: &Path) -> Stopped {
 /// forwarding).
 fn start_socat(upstream: SocketAddr) -> Result<Running, String> {
     let mut last = String::new();
-    for _ in 0..SOCAT_ATTEMPTS {
+    for _ in 0..LISTEN_ATTEMPTS {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("cannot pick a free port: {e}"))?
@@ -359,8 +397,76 @@ fn start_socat(upstream: SocketAddr) -> Result<Running, String> {
     Err(last)
 }
 
+/// haproxy's configuration: one `listen` section in `mode tcp` and haproxy's
+/// defaults for everything else (threads, buffers, maxconn from the open-files
+/// limit). Only the timeouts are set, because haproxy warns without them; they are
+/// longer than any scenario's idle time. No `splice-auto`: it fails on loopback.
+fn haproxy_config(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "defaults\n    \
+         mode tcp\n    \
+         timeout connect 10s\n    \
+         timeout client 10m\n    \
+         timeout server 10m\n\n\
+         listen race\n    \
+         bind 127.0.0.1:{port}\n    \
+         server upstream {upstream}\n"
+    )
+}
+
+/// haproxy in the foreground (`-db`), on a free port picked like socat's.
+fn start_haproxy(ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
+    let mut last = String::new();
+    for _ in 0..LISTEN_ATTEMPTS {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot pick a free port: {e}"))?
+            .port();
+        let config = ctx
+            .log_dir
+            .join(format!("haproxy{}.cfg", RUN.fetch_add(1, Ordering::SeqCst)));
+        let errors = config.with_extension("err");
+        fs::write(&config, haproxy_config(port, upstream))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let stderr = fs::File::create(&errors).map_err(|e| format!("cannot create {}: {e}", errors.display()))?;
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot run haproxy: {e}"))?;
+        let start = Instant::now();
+        last.clear();
+        while start.elapsed() < START_DEADLINE {
+            if is_listening(port) {
+                return Ok(Running {
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    proc: Proc::Haproxy(child, config),
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = fs::read_to_string(&errors).unwrap_or_default();
+                last = format!("haproxy on port {port} exited with {status}: {}", said.trim());
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        if last.is_empty() {
+            last = format!("haproxy did not listen on port {port}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = fs::remove_file(&config);
+        let _ = fs::remove_file(&errors);
+    }
+    Err(last)
+}
+
 /// Whether something listens on 127.0.0.1:`port`, from /proc/net/tcp, without
-/// connecting (a probe connection would reach the upstream through socat).
+/// connecting (a probe connection would reach the upstream through the proxy).
 fn is_listening(port: u16) -> bool {
     let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
         return false;

@@ -12,7 +12,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Options;
-use crate::paths::{Context, Kind, Running, Stopped, cpu_seconds, proc_status};
+use crate::paths::{Context, Kind, Running, Stopped, proc_status};
 use crate::report::{Agg, Sample};
 use crate::upstream::{CHUNK, IO_TIMEOUT, Server, Stream, pattern};
 
@@ -53,7 +53,7 @@ fn request() -> [u8; MESSAGE] {
 
 /// Checks that netrecord recorded exactly what went through it.
 pub fn check_recorded(kind: Kind, stopped: &Stopped, client: u64, server: u64) -> Result<(), String> {
-    if kind != Kind::Netrecord {
+    if !kind.records() {
         return Ok(());
     }
     if !stopped.problems.is_empty() {
@@ -93,7 +93,6 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     let server = Server::bulk(n).map_err(|e| e.to_string())?;
     let path = Running::start(kind, ctx, server.addr)?;
     let (up, down, both) = bulk_transfer(connect(path.addr)?, n)?;
-    let cpu = path.pid().and_then(cpu_seconds);
     let stopped = path.stop()?;
     drop(server);
     check_recorded(kind, &stopped, n, n)?;
@@ -105,13 +104,27 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     if let Some(ceiling) = ceiling {
         samples.push(Sample::new(WRITE_CEILING, ceiling, Agg::Median));
     }
-    if kind == Kind::Netrecord {
-        // The CPU the recorder spends per byte moved: steadier than throughput on
-        // a shared machine, and what an optimisation should bring down.
-        let per_gb = cpu.map_or(f64::NAN, |s| s / (2 * n) as f64 * 1e9);
-        samples.push(Sample::new("netrecord CPU s/GB", per_gb, Agg::Median));
-    }
+    samples.extend(per_unit(&stopped, (2 * n) as f64 / 1e9, ("proxy CPU s/GB", 1.0), None));
     Ok(samples)
+}
+
+/// The proxy process's CPU per unit of work (`cpu.1` scales seconds to the
+/// metric's unit) and, with `switches`, its context switches per unit: steadier
+/// than rates on a shared machine, and what an optimisation should bring down.
+pub fn per_unit(
+    stopped: &Stopped,
+    units: f64,
+    cpu: (&'static str, f64),
+    switches: Option<&'static str>,
+) -> Vec<Sample> {
+    let Some(usage) = stopped.usage else {
+        return Vec::new();
+    };
+    let mut samples = vec![Sample::new(cpu.0, usage.cpu * cpu.1 / units, Agg::Median)];
+    if let Some(metric) = switches {
+        samples.push(Sample::new(metric, usage.switches as f64 / units, Agg::Median));
+    }
+    samples
 }
 
 /// The metric of the page-cache write ceiling.
@@ -188,10 +201,22 @@ pub fn rtt(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, Str
     let server = Server::echo(1).map_err(|e| e.to_string())?;
     let path = Running::start(kind, ctx, server.addr)?;
     let s = connect(path.addr)?;
-    let (samples, bytes) = round_trips(s, opts.round_trips)?;
+    let (mut samples, bytes) = round_trips(s, opts.round_trips)?;
     let stopped = path.stop()?;
     check_recorded(kind, &stopped, bytes, bytes)?;
+    samples.extend(per_round_trip(&stopped, bytes));
     Ok(samples)
+}
+
+/// The proxy's CPU and context switches per round trip, warm-up included (the
+/// process's totals cover it).
+pub fn per_round_trip(stopped: &Stopped, bytes: u64) -> Vec<Sample> {
+    per_unit(
+        stopped,
+        (bytes / MESSAGE as u64) as f64,
+        ("proxy CPU us/round trip", 1e6),
+        Some("proxy switches/round trip"),
+    )
 }
 
 /// `n` timed round trips (after a warm-up) on `s`, then hangs up: the rate and
@@ -273,14 +298,16 @@ pub fn fan_in(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, 
     }
     let bytes = ((WARMUP + n) * MESSAGE * opts.fan_in) as u64;
     check_recorded(kind, &stopped, bytes, bytes)?;
-    Ok(vec![
+    let mut samples = vec![
         Sample::new(
             "round trips/s",
             lat.len() as f64 / (end - start).as_secs_f64(),
             Agg::Median,
         ),
         Sample::new("p99 us", quantile(&mut lat, 0.99, 1e3), Agg::Median),
-    ])
+    ];
+    samples.extend(per_round_trip(&stopped, bytes));
+    Ok(samples)
 }
 
 /// `churn` connections, each one 64-byte round trip, `churn_clients` at a time.
@@ -315,7 +342,6 @@ pub fn churn(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, S
         failed += f;
     }
     let elapsed = start.elapsed();
-    let cpu = path.pid().and_then(cpu_seconds);
     let stopped = path.stop()?;
     let ok = lat.len() as u64;
     if failed == 0 {
@@ -328,10 +354,12 @@ pub fn churn(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, S
         Sample::new("max ms (worst run)", quantile(&mut lat, 1.0, 1e6), Agg::Max),
         Sample::new("failed (worst run)", failed as f64, Agg::Max),
     ];
-    if kind == Kind::Netrecord {
-        let per_conn = cpu.map_or(f64::NAN, |s| s / ok as f64 * 1e6);
-        samples.push(Sample::new("netrecord CPU us/conn", per_conn, Agg::Median));
-    }
+    samples.extend(per_unit(
+        &stopped,
+        ok as f64,
+        ("proxy CPU us/conn", 1e6),
+        Some("proxy switches/conn"),
+    ));
     Ok(samples)
 }
 
@@ -382,7 +410,7 @@ pub fn hold(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
             Agg::Median,
         ),
     ];
-    if kind == Kind::Netrecord {
+    if kind.records() {
         let hwm = status.map_or(f64::NAN, |(kib, _)| kib as f64 / 1024.0);
         samples.push(Sample::new("peak RSS MiB (worst run)", hwm, Agg::Max));
         samples.push(Sample::new("threads", threads as f64, Agg::Max));

@@ -55,6 +55,8 @@ pub struct Options {
     /// Where the `-disk` scenarios put netrecord's logs.
     pub disk_dir: PathBuf,
     pub netrecord: PathBuf,
+    /// Another netrecord build to race as the baseline path.
+    pub baseline: Option<PathBuf>,
     pub socat: bool,
     pub haproxy: bool,
     /// Paths to drive; all of them unless `--paths` narrows it (for profiling).
@@ -86,6 +88,7 @@ usage: make bench [BENCH_ARGS='OPTIONS']   (or: cargo bench --bench race -- OPTI
   --log-dir DIR       where netrecord writes its logs (default /dev/shm)
   --disk-dir DIR      its logs in the -disk scenarios (default target/bench-logs)
   --netrecord PATH    the binary to race (default target/release/netrecord)
+  --baseline PATH     also race this netrecord build, as the baseline column
   --no-socat          skip the socat path even if socat is installed
   --no-haproxy        skip the haproxy path even if haproxy is installed
   --paths LIST        only these paths: direct,netrecord,socat,haproxy (to profile one)";
@@ -106,6 +109,7 @@ impl Options {
             log_dir: PathBuf::from("/dev/shm"),
             disk_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/bench-logs"),
             netrecord: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/release/netrecord"),
+            baseline: None,
             socat: true,
             haproxy: true,
             paths: Vec::new(),
@@ -162,6 +166,7 @@ impl Options {
                 "--log-dir" => opts.log_dir = PathBuf::from(value("--log-dir")?),
                 "--disk-dir" => opts.disk_dir = PathBuf::from(value("--disk-dir")?),
                 "--netrecord" => opts.netrecord = PathBuf::from(value("--netrecord")?),
+                "--baseline" => opts.baseline = Some(PathBuf::from(value("--baseline")?)),
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -180,6 +185,7 @@ impl Options {
             .filter(|k| match k {
                 Kind::Socat => self.socat,
                 Kind::Haproxy => self.haproxy,
+                Kind::Baseline => self.baseline.is_some(),
                 _ => true,
             })
             .collect()
@@ -208,6 +214,10 @@ fn main() -> ExitCode {
             "race: {} not found: build it first (`make bench` does)",
             opts.netrecord.display()
         );
+        return ExitCode::from(2);
+    }
+    if let Some(baseline) = opts.baseline.as_ref().filter(|b| !b.is_file()) {
+        eprintln!("race: the --baseline build {} does not exist", baseline.display());
         return ExitCode::from(2);
     }
     if opts.socat && !paths::have_socat() {
@@ -245,6 +255,7 @@ fn run(opts: &Options) -> Result<(), String> {
     let mut table = Table::new(opts.columns(), opts.hold);
     let ctx = Context {
         netrecord: opts.netrecord.clone(),
+        baseline: opts.baseline.clone(),
         log_dir: logs.path().to_path_buf(),
         netrecord_args: Vec::new(),
         tls: None,
@@ -276,6 +287,14 @@ fn run(opts: &Options) -> Result<(), String> {
         ctx.clone()
     };
     let all = opts.columns();
+    // The -disk scenarios run only netrecord (and the baseline build); the TLS
+    // ones only direct TLS and netrecord.
+    let recorders: Vec<Kind> = all.iter().copied().filter(|k| k.records()).collect();
+    let tls_kinds: Vec<Kind> = all
+        .iter()
+        .copied()
+        .filter(|&k| k == Kind::Direct || k.records())
+        .collect();
     // Each scenario: what it runs, through which paths, in which context.
     let plans: [(&str, load::Scenario, &[Kind], &Context); 9] = [
         ("bulk", load::bulk, &all, &ctx),
@@ -283,10 +302,10 @@ fn run(opts: &Options) -> Result<(), String> {
         ("fan-in", load::fan_in, &all, &ctx),
         ("churn", load::churn, &all, &ctx),
         ("hold", load::hold, &all, &ctx),
-        ("bulk-disk", load::bulk, &[Kind::Netrecord], &disk_ctx),
-        ("churn-disk", load::churn, &[Kind::Netrecord], &disk_ctx),
-        ("tls-bulk", tls::bulk, &[Kind::Direct, Kind::Netrecord], &tls_ctx),
-        ("tls-rtt", tls::rtt, &[Kind::Direct, Kind::Netrecord], &tls_ctx),
+        ("bulk-disk", load::bulk, &recorders, &disk_ctx),
+        ("churn-disk", load::churn, &recorders, &disk_ctx),
+        ("tls-bulk", tls::bulk, &tls_kinds, &tls_ctx),
+        ("tls-rtt", tls::rtt, &tls_kinds, &tls_ctx),
     ];
     table.set_base("bulk-disk", "bulk");
     table.set_base("churn-disk", "churn");

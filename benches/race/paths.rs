@@ -8,9 +8,9 @@
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -30,11 +30,20 @@ pub enum Kind {
     Netrecord,
     Socat,
     Haproxy,
+    /// Another netrecord build (`--baseline`), to race a change against the code
+    /// before it.
+    Baseline,
 }
 
 impl Kind {
     /// Every path, in the order of the table's columns.
-    pub const ALL: [Kind; 4] = [Kind::Direct, Kind::Netrecord, Kind::Socat, Kind::Haproxy];
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::Netrecord,
+        Kind::Socat,
+        Kind::Haproxy,
+        Kind::Baseline,
+    ];
 
     pub fn parse(name: &str) -> Option<Kind> {
         Kind::ALL.into_iter().find(|k| k.name() == name)
@@ -46,7 +55,13 @@ impl Kind {
             Kind::Netrecord => "netrecord",
             Kind::Socat => "socat",
             Kind::Haproxy => "haproxy",
+            Kind::Baseline => "baseline",
         }
+    }
+
+    /// Whether this path is a netrecord (which records, and is checked for it).
+    pub fn records(self) -> bool {
+        matches!(self, Kind::Netrecord | Kind::Baseline)
     }
 }
 
@@ -54,6 +69,8 @@ impl Kind {
 #[derive(Clone)]
 pub struct Context {
     pub netrecord: PathBuf,
+    /// The netrecord build of the baseline path.
+    pub baseline: Option<PathBuf>,
     /// The bench's own temporary directory for logs (and haproxy's configuration).
     pub log_dir: PathBuf,
     /// Extra arguments for netrecord (the TLS options of the TLS scenarios).
@@ -109,6 +126,8 @@ pub struct Stopped {
     pub logs: Vec<PathBuf>,
     /// Other files of the run (the index).
     others: Vec<PathBuf>,
+    /// What the proxy process used (netrecord and haproxy).
+    pub usage: Option<Usage>,
     /// stderr lines that are neither the startup line nor per-connection lines.
     pub problems: Vec<String>,
 }
@@ -140,7 +159,11 @@ impl Running {
                 addr: upstream,
                 proc: Proc::None,
             }),
-            Kind::Netrecord => start_netrecord(ctx, upstream),
+            Kind::Netrecord => start_netrecord(&ctx.netrecord, ctx, upstream),
+            Kind::Baseline => match &ctx.baseline {
+                Some(binary) => start_netrecord(binary, ctx, upstream),
+                None => Err("no --baseline build given".into()),
+            },
             Kind::Socat => start_socat(upstream),
             Kind::Haproxy => start_haproxy(ctx, upstream),
         }
@@ -175,17 +198,15 @@ impl Running {
                 // handle's pid is all of it. SIGTERM is its immediate stop.
                 // SAFETY: kill only sends a signal to the child we spawned.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-                let exited = wait_deadline(&mut child);
-                if !exited {
-                    let _ = child.kill();
-                }
-                let _ = child.wait();
+                let (status, usage) = reap(&mut child);
                 let _ = fs::remove_file(&config);
                 let _ = fs::remove_file(config.with_extension("err"));
-                if !exited {
+                if status.is_none() {
                     return Err(format!("haproxy did not exit within {STOP_DEADLINE:?} of SIGTERM"));
                 }
-                Ok(Stopped::default())
+                let mut stopped = Stopped::default();
+                stopped.usage = usage;
+                Ok(stopped)
             }
             Proc::Netrecord {
                 mut child,
@@ -194,18 +215,15 @@ impl Running {
             } => {
                 // SAFETY: kill only sends a signal to the child we spawned.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-                let exited = wait_deadline(&mut child);
-                if !exited {
-                    let _ = child.kill();
-                }
-                let status = child.wait().map_err(|e| format!("waiting for netrecord: {e}"))?;
+                let (status, usage) = reap(&mut child);
                 let lines = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
                 let mut stopped = collect_logs(&root);
+                stopped.usage = usage;
                 stopped.recorded = lines.iter().find_map(|l| parse_totals(l));
                 stopped.problems = lines.into_iter().filter(|l| !l.contains("stopped after")).collect();
-                if !exited {
+                let Some(status) = status else {
                     return Err(format!("netrecord did not exit within {STOP_DEADLINE:?} of SIGTERM"));
-                }
+                };
                 if !status.success() {
                     return Err(format!("netrecord exited with {status}: {:?}", stopped.problems));
                 }
@@ -239,6 +257,44 @@ impl Drop for Running {
     }
 }
 
+/// What a proxy process used over its whole life, all its threads included.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// User + system CPU seconds.
+    pub cpu: f64,
+    /// Context switches, voluntary (it blocked) and involuntary (preempted).
+    pub switches: u64,
+}
+
+/// Waits up to the stop deadline for the child to exit and reaps it with its
+/// resource usage. `(None, None)` if it did not exit in time: then it is killed
+/// and reaped without one.
+fn reap(child: &mut Child) -> (Option<ExitStatus>, Option<Usage>) {
+    let pid = child.id() as libc::pid_t;
+    let start = Instant::now();
+    while start.elapsed() < STOP_DEADLINE {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only into the two values passed, for our own child.
+        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+            0 => thread::sleep(Duration::from_millis(5)),
+            n if n == pid => {
+                let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                let usage = Usage {
+                    cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+                    switches: (usage.ru_nvcsw + usage.ru_nivcsw) as u64,
+                };
+                return (Some(ExitStatus::from_raw(status)), Some(usage));
+            }
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (None, None)
+}
+
 /// Polls for the child's exit until the stop deadline; true if it exited.
 fn wait_deadline(child: &mut Child) -> bool {
     let start = Instant::now();
@@ -260,9 +316,9 @@ fn signal_group(child: &Child, sig: i32) {
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
-fn start_netrecord(ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
+fn start_netrecord(binary: &Path, ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
     let root = ctx.log_dir.join(format!("run{}", RUN.fetch_add(1, Ordering::SeqCst)));
-    let mut child = Command::new(&ctx.netrecord)
+    let mut child = Command::new(binary)
         .arg(upstream.ip().to_string())
         .arg(upstream.port().to_string())
         .arg("0")
@@ -272,7 +328,7 @@ fn start_netrecord(ctx: &Context, upstream: SocketAddr) -> Result<Running, Strin
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", ctx.netrecord.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
     // Drains stderr for the whole run (a full pipe would stall netrecord), hands
@@ -476,18 +532,6 @@ fn is_listening(port: u16) -> bool {
         let mut fields = line.split_whitespace();
         fields.nth(1) == Some(local.as_str()) && fields.nth(1) == Some("0A")
     })
-}
-
-/// CPU seconds (user + system) a process has used so far, all its threads included.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
 /// Peak resident memory (VmHWM, KiB) and thread count of a process.

@@ -37,7 +37,7 @@ struct Row {
     metric: &'static str,
     agg: Agg,
     /// Per path (in [`Kind::ALL`]'s order), one value per run.
-    runs: [Vec<f64>; 4],
+    runs: [Vec<f64>; 5],
 }
 
 /// What the issue asks of a metric.
@@ -104,7 +104,7 @@ impl Table {
 
     /// A row's value per path: its own runs, or its base scenario's for a path it
     /// did not run.
-    fn values(&self, row: &Row) -> [Option<f64>; 4] {
+    fn values(&self, row: &Row) -> [Option<f64>; 5] {
         let base = self
             .bases
             .iter()
@@ -135,7 +135,7 @@ impl Table {
 
     /// The target column: the verdicts, and for bulk throughput how close
     /// netrecord came to the write ceiling measured in the same scenario.
-    fn verdicts(&self, row: &Row, v: &[Option<f64>; 4]) -> String {
+    fn verdicts(&self, row: &Row, v: &[Option<f64>; 5]) -> String {
         let nr = v[Kind::Netrecord as usize];
         let ratio = |k: Kind| match (nr, v[k as usize]) {
             (Some(a), Some(b)) if b != 0.0 => Some(a / b),

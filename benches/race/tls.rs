@@ -27,8 +27,8 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 
 use crate::Options;
-use crate::load::{bulk_transfer, check_recorded, connect, round_trips};
-use crate::paths::{Context, Kind, Running, cpu_seconds};
+use crate::load::{bulk_transfer, check_recorded, connect, per_round_trip, per_unit, round_trips};
+use crate::paths::{Context, Kind, Running};
 use crate::report::{Agg, Sample};
 use crate::upstream::{self, Server, Stream};
 
@@ -120,7 +120,7 @@ impl Setup {
     /// listens).
     fn connect(&self, kind: Kind, addr: SocketAddr) -> Result<ClientStream, String> {
         let config = match kind {
-            Kind::Netrecord => {
+            Kind::Netrecord | Kind::Baseline => {
                 let path = self.netrecord_ca_dir.join("netrecord-ca.pem");
                 let ca =
                     CertificateDer::from_pem_file(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
@@ -183,7 +183,6 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     let server = tls.server(1, move |s| upstream::bulk(s, n))?;
     let path = Running::start(kind, ctx, server.addr)?;
     let (up, down, both) = bulk_transfer(tls.connect(kind, path.addr)?, n)?;
-    let cpu = path.pid().and_then(cpu_seconds);
     let stopped = path.stop()?;
     drop(server);
     check_recorded(kind, &stopped, n, n)?;
@@ -192,10 +191,7 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
         Sample::new("Gbit/s s->c", down, Agg::Median),
         Sample::new("Gbit/s both", both, Agg::Median),
     ];
-    if kind == Kind::Netrecord {
-        let per_gb = cpu.map_or(f64::NAN, |s| s / (2 * n) as f64 * 1e9);
-        samples.push(Sample::new("netrecord CPU s/GB", per_gb, Agg::Median));
-    }
+    samples.extend(per_unit(&stopped, (2 * n) as f64 / 1e9, ("proxy CPU s/GB", 1.0), None));
     Ok(samples)
 }
 
@@ -204,8 +200,9 @@ pub fn rtt(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, Str
     let tls = setup(ctx);
     let server = tls.server(1, upstream::echo)?;
     let path = Running::start(kind, ctx, server.addr)?;
-    let (samples, bytes) = round_trips(tls.connect(kind, path.addr)?, opts.round_trips)?;
+    let (mut samples, bytes) = round_trips(tls.connect(kind, path.addr)?, opts.round_trips)?;
     let stopped = path.stop()?;
     check_recorded(kind, &stopped, bytes, bytes)?;
+    samples.extend(per_round_trip(&stopped, bytes));
     Ok(samples)
 }

@@ -2,16 +2,19 @@
 //! that run's measurements. Every socket operation has a timeout, so every run
 //! ends.
 
+use std::fs;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Barrier};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::Options;
-use crate::paths::{Context, Kind, Running, Stopped, cpu_seconds, proc_status};
+use crate::paths::{Context, Kind, Running, Stopped, proc_status};
 use crate::report::{Agg, Sample};
-use crate::upstream::{CHUNK, IO_TIMEOUT, Server, pattern};
+use crate::upstream::{CHUNK, IO_TIMEOUT, Server, Stream, pattern};
 
 /// One run of a scenario through one path.
 pub type Scenario = fn(&Options, &Context, Kind) -> Result<Vec<Sample>, String>;
@@ -22,8 +25,10 @@ const MESSAGE: usize = 64;
 const WARMUP: usize = 200;
 /// Client threads that walk the held connections for their one round trip.
 const HOLD_WALKERS: usize = 8;
+/// The write ceiling writes this much per system call, like `dd bs=1M`.
+const WRITE_CHUNK: usize = 1 << 20;
 
-fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
+pub fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
     let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10)).map_err(|e| format!("connect {addr}: {e}"))?;
     s.set_nodelay(true).map_err(|e| e.to_string())?;
     s.set_read_timeout(Some(IO_TIMEOUT)).map_err(|e| e.to_string())?;
@@ -32,7 +37,7 @@ fn connect(addr: SocketAddr) -> Result<TcpStream, String> {
 }
 
 /// Sends one 64-byte request and reads the 64-byte echo.
-fn round_trip(mut s: &TcpStream, request: &[u8; MESSAGE]) -> Result<(), String> {
+fn round_trip(mut s: impl Read + Write, request: &[u8; MESSAGE]) -> Result<(), String> {
     s.write_all(request).map_err(|e| format!("send: {e}"))?;
     let mut reply = [0u8; MESSAGE];
     s.read_exact(&mut reply).map_err(|e| format!("receive: {e}"))?;
@@ -47,8 +52,8 @@ fn request() -> [u8; MESSAGE] {
 }
 
 /// Checks that netrecord recorded exactly what went through it.
-fn check_recorded(kind: Kind, stopped: &Stopped, client: u64, server: u64) -> Result<(), String> {
-    if kind != Kind::Netrecord {
+pub fn check_recorded(kind: Kind, stopped: &Stopped, client: u64, server: u64) -> Result<(), String> {
+    if !kind.records() {
         return Ok(());
     }
     if !stopped.problems.is_empty() {
@@ -62,7 +67,7 @@ fn check_recorded(kind: Kind, stopped: &Stopped, client: u64, server: u64) -> Re
     }
 }
 
-fn gbits(bytes: u64, d: Duration) -> f64 {
+pub fn gbits(bytes: u64, d: Duration) -> f64 {
     bytes as f64 * 8.0 / d.as_secs_f64() / 1e9
 }
 
@@ -76,13 +81,18 @@ fn quantile(lat: &mut [u64], q: f64, div: f64) -> f64 {
     lat[i] as f64 / div
 }
 
-/// One connection: `bulk_bytes` client to server, then as much back.
+/// One connection: `bulk_bytes` client to server, then as much back. Before
+/// netrecord's run, the write ceiling: the same bytes netrecord's log receives,
+/// written into a fresh file in the log directory.
 pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, String> {
     let n = opts.bulk_bytes;
+    let ceiling = match kind {
+        Kind::Netrecord => Some(write_ceiling(&ctx.log_dir, 2 * n)?),
+        _ => None,
+    };
     let server = Server::bulk(n).map_err(|e| e.to_string())?;
     let path = Running::start(kind, ctx, server.addr)?;
-    let (up, down, both) = bulk_transfer(path.addr, n)?;
-    let cpu = path.pid().and_then(cpu_seconds);
+    let (up, down, both) = bulk_transfer(connect(path.addr)?, n)?;
     let stopped = path.stop()?;
     drop(server);
     check_recorded(kind, &stopped, n, n)?;
@@ -91,20 +101,66 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
         Sample::new("Gbit/s s->c", down, Agg::Median),
         Sample::new("Gbit/s both", both, Agg::Median),
     ];
-    if kind == Kind::Netrecord {
-        // The CPU the recorder spends per byte moved: steadier than throughput on
-        // a shared machine, and what an optimisation should bring down.
-        let per_gb = cpu.map_or(f64::NAN, |s| s / (2 * n) as f64 * 1e9);
-        samples.push(Sample::new("netrecord CPU s/GB", per_gb, Agg::Median));
+    if let Some(ceiling) = ceiling {
+        samples.push(Sample::new(WRITE_CEILING, ceiling, Agg::Median));
     }
+    samples.extend(per_unit(&stopped, (2 * n) as f64 / 1e9, ("proxy CPU s/GB", 1.0), None));
     Ok(samples)
+}
+
+/// The proxy process's CPU per unit of work (`cpu.1` scales seconds to the
+/// metric's unit) and, with `switches`, its context switches per unit: steadier
+/// than rates on a shared machine, and what an optimisation should bring down.
+pub fn per_unit(
+    stopped: &Stopped,
+    units: f64,
+    cpu: (&'static str, f64),
+    switches: Option<&'static str>,
+) -> Vec<Sample> {
+    let Some(usage) = stopped.usage else {
+        return Vec::new();
+    };
+    let mut samples = vec![Sample::new(cpu.0, usage.cpu * cpu.1 / units, Agg::Median)];
+    if let Some(metric) = switches {
+        samples.push(Sample::new(metric, usage.switches as f64 / units, Agg::Median));
+    }
+    samples
+}
+
+/// The metric of the page-cache write ceiling.
+pub const WRITE_CEILING: &str = "write ceiling Gbit/s";
+
+static CEILING_FILE: AtomicU64 = AtomicU64::new(0);
+
+/// Writes `bytes` into a new file in `dir`, 1 MiB per write (what `dd bs=1M`
+/// does, without reading a source), and returns the rate in Gbit/s. The file
+/// lands in the page cache like netrecord's log and is removed afterwards; that
+/// is the most a recorder can write to this file system, so bulk through
+/// netrecord cannot beat it.
+pub fn write_ceiling(dir: &Path, bytes: u64) -> Result<f64, String> {
+    let path = dir.join(format!("ceiling{}", CEILING_FILE.fetch_add(1, Ordering::SeqCst)));
+    let chunk = pattern(WRITE_CHUNK);
+    let result = (|| {
+        let start = Instant::now();
+        let mut file = fs::File::create_new(&path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
+        let mut written = 0u64;
+        while written < bytes {
+            let len = (bytes - written).min(WRITE_CHUNK as u64) as usize;
+            file.write_all(&chunk[..len])
+                .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+            written += len as u64;
+        }
+        drop(file);
+        Ok(gbits(bytes, start.elapsed()))
+    })();
+    let _ = fs::remove_file(&path);
+    result
 }
 
 /// Sends `n` bytes, then receives `n` bytes: Gbit/s up, down and overall. The
 /// upload ends when the first byte of the reply arrives: the server replies only
 /// after it has received everything.
-pub fn bulk_transfer(addr: SocketAddr, n: u64) -> Result<(f64, f64, f64), String> {
-    let mut s = connect(addr)?;
+pub fn bulk_transfer(mut s: impl Stream, n: u64) -> Result<(f64, f64, f64), String> {
     let chunk = pattern(CHUNK);
     let start = Instant::now();
     let mut sent = 0u64;
@@ -131,6 +187,7 @@ pub fn bulk_transfer(addr: SocketAddr, n: u64) -> Result<(f64, f64, f64), String
         Ok(0) => {}
         other => return Err(format!("expected the server's hang-up, got {other:?}")),
     }
+    s.hang_up();
     let first = first.expect("n > 0");
     Ok((
         gbits(n, first - start),
@@ -144,31 +201,48 @@ pub fn rtt(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, Str
     let server = Server::echo(1).map_err(|e| e.to_string())?;
     let path = Running::start(kind, ctx, server.addr)?;
     let s = connect(path.addr)?;
+    let (mut samples, bytes) = round_trips(s, opts.round_trips)?;
+    let stopped = path.stop()?;
+    check_recorded(kind, &stopped, bytes, bytes)?;
+    samples.extend(per_round_trip(&stopped, bytes));
+    Ok(samples)
+}
+
+/// The proxy's CPU and context switches per round trip, warm-up included (the
+/// process's totals cover it).
+pub fn per_round_trip(stopped: &Stopped, bytes: u64) -> Vec<Sample> {
+    per_unit(
+        stopped,
+        (bytes / MESSAGE as u64) as f64,
+        ("proxy CPU us/round trip", 1e6),
+        Some("proxy switches/round trip"),
+    )
+}
+
+/// `n` timed round trips (after a warm-up) on `s`, then hangs up: the rate and
+/// latency samples, and the bytes sent each way.
+pub fn round_trips(mut s: impl Stream, n: usize) -> Result<(Vec<Sample>, u64), String> {
     let req = request();
     for _ in 0..WARMUP {
-        round_trip(&s, &req)?;
+        round_trip(&mut s, &req)?;
     }
-    let mut lat = Vec::with_capacity(opts.round_trips);
+    let mut lat = Vec::with_capacity(n);
     let start = Instant::now();
-    for _ in 0..opts.round_trips {
+    for _ in 0..n {
         let t = Instant::now();
-        round_trip(&s, &req)?;
+        round_trip(&mut s, &req)?;
         lat.push(t.elapsed().as_nanos() as u64);
     }
     let elapsed = start.elapsed();
+    s.hang_up();
     drop(s);
-    let stopped = path.stop()?;
-    let bytes = ((WARMUP + opts.round_trips) * MESSAGE) as u64;
-    check_recorded(kind, &stopped, bytes, bytes)?;
-    Ok(vec![
-        Sample::new(
-            "round trips/s",
-            opts.round_trips as f64 / elapsed.as_secs_f64(),
-            Agg::Median,
-        ),
+    let bytes = ((WARMUP + n) * MESSAGE) as u64;
+    let samples = vec![
+        Sample::new("round trips/s", n as f64 / elapsed.as_secs_f64(), Agg::Median),
         Sample::new("p50 us", quantile(&mut lat, 0.50, 1e3), Agg::Median),
         Sample::new("p99 us", quantile(&mut lat, 0.99, 1e3), Agg::Median),
-    ])
+    ];
+    Ok((samples, bytes))
 }
 
 /// `fan_in` connections at once, each doing `round_trips` round trips.
@@ -224,14 +298,16 @@ pub fn fan_in(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, 
     }
     let bytes = ((WARMUP + n) * MESSAGE * opts.fan_in) as u64;
     check_recorded(kind, &stopped, bytes, bytes)?;
-    Ok(vec![
+    let mut samples = vec![
         Sample::new(
             "round trips/s",
             lat.len() as f64 / (end - start).as_secs_f64(),
             Agg::Median,
         ),
         Sample::new("p99 us", quantile(&mut lat, 0.99, 1e3), Agg::Median),
-    ])
+    ];
+    samples.extend(per_round_trip(&stopped, bytes));
+    Ok(samples)
 }
 
 /// `churn` connections, each one 64-byte round trip, `churn_clients` at a time.
@@ -266,7 +342,6 @@ pub fn churn(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, S
         failed += f;
     }
     let elapsed = start.elapsed();
-    let cpu = path.pid().and_then(cpu_seconds);
     let stopped = path.stop()?;
     let ok = lat.len() as u64;
     if failed == 0 {
@@ -279,10 +354,12 @@ pub fn churn(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, S
         Sample::new("max ms (worst run)", quantile(&mut lat, 1.0, 1e6), Agg::Max),
         Sample::new("failed (worst run)", failed as f64, Agg::Max),
     ];
-    if kind == Kind::Netrecord {
-        let per_conn = cpu.map_or(f64::NAN, |s| s / ok as f64 * 1e6);
-        samples.push(Sample::new("netrecord CPU us/conn", per_conn, Agg::Median));
-    }
+    samples.extend(per_unit(
+        &stopped,
+        ok as f64,
+        ("proxy CPU us/conn", 1e6),
+        Some("proxy switches/conn"),
+    ));
     Ok(samples)
 }
 
@@ -309,7 +386,7 @@ pub fn hold(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
             .map(|chunk| {
                 scope.spawn(move || {
                     let req = request();
-                    chunk.iter().filter(|s| round_trip(s, &req).is_ok()).count() as u64
+                    chunk.iter().filter(|s| round_trip(*s, &req).is_ok()).count() as u64
                 })
             })
             .collect();
@@ -333,7 +410,7 @@ pub fn hold(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
             Agg::Median,
         ),
     ];
-    if kind == Kind::Netrecord {
+    if kind.records() {
         let hwm = status.map_or(f64::NAN, |(kib, _)| kib as f64 / 1024.0);
         samples.push(Sample::new("peak RSS MiB (worst run)", hwm, Agg::Max));
         samples.push(Sample::new("threads", threads as f64, Agg::Max));

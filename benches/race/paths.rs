@@ -1,14 +1,16 @@
-//! The three paths from a client to the upstream server: direct, through a
-//! netrecord process that records every byte, and through socat, which forwards
-//! without recording. Each run starts a fresh proxy process and stops it by its own
-//! handle; netrecord's logs are removed when the run's [`Stopped`] is dropped.
+//! The paths from a client to the upstream server: direct, through a netrecord
+//! process that records every byte, and through two forwarders that record
+//! nothing: socat (a process per connection) and haproxy (event-driven, `mode
+//! tcp`, default settings). Each run starts a fresh proxy process and stops it by
+//! its own handle; netrecord's logs are removed when the run's [`Stopped`] is
+//! dropped.
 
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::thread;
@@ -17,8 +19,9 @@ use std::time::{Duration, Instant};
 /// How long a proxy may take to start listening, or to exit after SIGTERM.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(60);
-/// Attempts at starting socat on a port that another process may grab first.
-const SOCAT_ATTEMPTS: usize = 5;
+/// Attempts at starting socat or haproxy on a port that another process may grab
+/// first.
+const LISTEN_ATTEMPTS: usize = 5;
 
 /// One of the paths a scenario is driven through.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -26,22 +29,24 @@ pub enum Kind {
     Direct,
     Netrecord,
     Socat,
+    Haproxy,
+    /// Another netrecord build (`--baseline`), to race a change against the code
+    /// before it.
+    Baseline,
 }
 
 impl Kind {
-    /// The paths of one round, in the order they run.
-    pub fn all(socat: bool) -> Vec<Kind> {
-        let mut kinds = vec![Kind::Direct, Kind::Netrecord];
-        if socat {
-            kinds.push(Kind::Socat);
-        }
-        kinds
-    }
+    /// Every path, in the order of the table's columns.
+    pub const ALL: [Kind; 5] = [
+        Kind::Direct,
+        Kind::Netrecord,
+        Kind::Socat,
+        Kind::Haproxy,
+        Kind::Baseline,
+    ];
 
     pub fn parse(name: &str) -> Option<Kind> {
-        [Kind::Direct, Kind::Netrecord, Kind::Socat]
-            .into_iter()
-            .find(|k| k.name() == name)
+        Kind::ALL.into_iter().find(|k| k.name() == name)
     }
 
     pub fn name(self) -> &'static str {
@@ -49,21 +54,44 @@ impl Kind {
             Kind::Direct => "direct",
             Kind::Netrecord => "netrecord",
             Kind::Socat => "socat",
+            Kind::Haproxy => "haproxy",
+            Kind::Baseline => "baseline",
         }
+    }
+
+    /// Whether this path is a netrecord (which records, and is checked for it).
+    pub fn records(self) -> bool {
+        matches!(self, Kind::Netrecord | Kind::Baseline)
     }
 }
 
 /// What every run needs to start a proxy.
+#[derive(Clone)]
 pub struct Context {
     pub netrecord: PathBuf,
-    /// The bench's own temporary directory for logs.
+    /// The netrecord build of the baseline path.
+    pub baseline: Option<PathBuf>,
+    /// The bench's own temporary directory for logs (and haproxy's configuration).
     pub log_dir: PathBuf,
+    /// Extra arguments for netrecord (the TLS options of the TLS scenarios).
+    pub netrecord_args: Vec<std::ffi::OsString>,
+    /// The TLS material, in the TLS scenarios.
+    pub tls: Option<std::sync::Arc<crate::tls::Setup>>,
 }
 
 /// Whether `socat` can be run.
 pub fn have_socat() -> bool {
-    Command::new("socat")
-        .arg("-V")
+    runs("socat", "-V")
+}
+
+/// Whether `haproxy` can be run.
+pub fn have_haproxy() -> bool {
+    runs("haproxy", "-v")
+}
+
+fn runs(program: &str, arg: &str) -> bool {
+    Command::new(program)
+        .arg(arg)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
@@ -84,6 +112,8 @@ enum Proc {
         stderr: Option<thread::JoinHandle<Vec<String>>>,
     },
     Socat(Child),
+    /// haproxy and its configuration file, removed when it stops.
+    Haproxy(Child, PathBuf),
 }
 
 /// What a netrecord run left behind: its summary and its logs, which are removed
@@ -96,6 +126,8 @@ pub struct Stopped {
     pub logs: Vec<PathBuf>,
     /// Other files of the run (the index).
     others: Vec<PathBuf>,
+    /// What the proxy process used (netrecord and haproxy).
+    pub usage: Option<Usage>,
     /// stderr lines that are neither the startup line nor per-connection lines.
     pub problems: Vec<String>,
 }
@@ -127,8 +159,13 @@ impl Running {
                 addr: upstream,
                 proc: Proc::None,
             }),
-            Kind::Netrecord => start_netrecord(ctx, upstream),
+            Kind::Netrecord => start_netrecord(&ctx.netrecord, ctx, upstream),
+            Kind::Baseline => match &ctx.baseline {
+                Some(binary) => start_netrecord(binary, ctx, upstream),
+                None => Err("no --baseline build given".into()),
+            },
             Kind::Socat => start_socat(upstream),
+            Kind::Haproxy => start_haproxy(ctx, upstream),
         }
     }
 
@@ -136,7 +173,7 @@ impl Running {
     pub fn pid(&self) -> Option<u32> {
         match &self.proc {
             Proc::None => None,
-            Proc::Netrecord { child, .. } | Proc::Socat(child) => Some(child.id()),
+            Proc::Netrecord { child, .. } | Proc::Socat(child) | Proc::Haproxy(child, _) => Some(child.id()),
         }
     }
 
@@ -156,6 +193,21 @@ impl Running {
                 let _ = child.wait();
                 Ok(Stopped::default())
             }
+            Proc::Haproxy(mut child, config) => {
+                // With -db haproxy is one process (threads, no workers): the
+                // handle's pid is all of it. SIGTERM is its immediate stop.
+                // SAFETY: kill only sends a signal to the child we spawned.
+                unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
+                let (status, usage) = reap(&mut child);
+                let _ = fs::remove_file(&config);
+                let _ = fs::remove_file(config.with_extension("err"));
+                if status.is_none() {
+                    return Err(format!("haproxy did not exit within {STOP_DEADLINE:?} of SIGTERM"));
+                }
+                let mut stopped = Stopped::default();
+                stopped.usage = usage;
+                Ok(stopped)
+            }
             Proc::Netrecord {
                 mut child,
                 root,
@@ -163,18 +215,15 @@ impl Running {
             } => {
                 // SAFETY: kill only sends a signal to the child we spawned.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
-                let exited = wait_deadline(&mut child);
-                if !exited {
-                    let _ = child.kill();
-                }
-                let status = child.wait().map_err(|e| format!("waiting for netrecord: {e}"))?;
+                let (status, usage) = reap(&mut child);
                 let lines = stderr.and_then(|h| h.join().ok()).unwrap_or_default();
                 let mut stopped = collect_logs(&root);
+                stopped.usage = usage;
                 stopped.recorded = lines.iter().find_map(|l| parse_totals(l));
                 stopped.problems = lines.into_iter().filter(|l| !l.contains("stopped after")).collect();
-                if !exited {
+                let Some(status) = status else {
                     return Err(format!("netrecord did not exit within {STOP_DEADLINE:?} of SIGTERM"));
-                }
+                };
                 if !status.success() {
                     return Err(format!("netrecord exited with {status}: {:?}", stopped.problems));
                 }
@@ -198,8 +247,52 @@ impl Drop for Running {
                 signal_group(&child, libc::SIGKILL);
                 let _ = child.wait();
             }
+            Proc::Haproxy(mut child, config) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                let _ = fs::remove_file(&config);
+                let _ = fs::remove_file(config.with_extension("err"));
+            }
         }
     }
+}
+
+/// What a proxy process used over its whole life, all its threads included.
+#[derive(Clone, Copy, Debug)]
+pub struct Usage {
+    /// User + system CPU seconds.
+    pub cpu: f64,
+    /// Context switches, voluntary (it blocked) and involuntary (preempted).
+    pub switches: u64,
+}
+
+/// Waits up to the stop deadline for the child to exit and reaps it with its
+/// resource usage. `(None, None)` if it did not exit in time: then it is killed
+/// and reaped without one.
+fn reap(child: &mut Child) -> (Option<ExitStatus>, Option<Usage>) {
+    let pid = child.id() as libc::pid_t;
+    let start = Instant::now();
+    while start.elapsed() < STOP_DEADLINE {
+        let mut status = 0;
+        // SAFETY: an all-zero rusage is a valid value for wait4 to overwrite.
+        let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+        // SAFETY: wait4 writes only into the two values passed, for our own child.
+        match unsafe { libc::wait4(pid, &mut status, libc::WNOHANG, &mut usage) } {
+            0 => thread::sleep(Duration::from_millis(5)),
+            n if n == pid => {
+                let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+                let usage = Usage {
+                    cpu: seconds(usage.ru_utime) + seconds(usage.ru_stime),
+                    switches: (usage.ru_nvcsw + usage.ru_nivcsw) as u64,
+                };
+                return (Some(ExitStatus::from_raw(status)), Some(usage));
+            }
+            _ => break,
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    (None, None)
 }
 
 /// Polls for the child's exit until the stop deadline; true if it exited.
@@ -223,18 +316,19 @@ fn signal_group(child: &Child, sig: i32) {
 
 static RUN: AtomicU64 = AtomicU64::new(0);
 
-fn start_netrecord(ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
+fn start_netrecord(binary: &Path, ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
     let root = ctx.log_dir.join(format!("run{}", RUN.fetch_add(1, Ordering::SeqCst)));
-    let mut child = Command::new(&ctx.netrecord)
+    let mut child = Command::new(binary)
         .arg(upstream.ip().to_string())
         .arg(upstream.port().to_string())
         .arg("0")
         .arg(&root)
+        .args(&ctx.netrecord_args)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .map_err(|e| format!("cannot run {}: {e}", ctx.netrecord.display()))?;
+        .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
     // Drains stderr for the whole run (a full pipe would stall netrecord), hands
@@ -322,7 +416,7 @@ fn collect_logs(root: &Path) -> Stopped {
 /// forwarding).
 fn start_socat(upstream: SocketAddr) -> Result<Running, String> {
     let mut last = String::new();
-    for _ in 0..SOCAT_ATTEMPTS {
+    for _ in 0..LISTEN_ATTEMPTS {
         let port = TcpListener::bind("127.0.0.1:0")
             .and_then(|l| l.local_addr())
             .map_err(|e| format!("cannot pick a free port: {e}"))?
@@ -359,8 +453,76 @@ fn start_socat(upstream: SocketAddr) -> Result<Running, String> {
     Err(last)
 }
 
+/// haproxy's configuration: one `listen` section in `mode tcp` and haproxy's
+/// defaults for everything else (threads, buffers, maxconn from the open-files
+/// limit). Only the timeouts are set, because haproxy warns without them; they are
+/// longer than any scenario's idle time. No `splice-auto`: it fails on loopback.
+fn haproxy_config(port: u16, upstream: SocketAddr) -> String {
+    format!(
+        "defaults\n    \
+         mode tcp\n    \
+         timeout connect 10s\n    \
+         timeout client 10m\n    \
+         timeout server 10m\n\n\
+         listen race\n    \
+         bind 127.0.0.1:{port}\n    \
+         server upstream {upstream}\n"
+    )
+}
+
+/// haproxy in the foreground (`-db`), on a free port picked like socat's.
+fn start_haproxy(ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
+    let mut last = String::new();
+    for _ in 0..LISTEN_ATTEMPTS {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map_err(|e| format!("cannot pick a free port: {e}"))?
+            .port();
+        let config = ctx
+            .log_dir
+            .join(format!("haproxy{}.cfg", RUN.fetch_add(1, Ordering::SeqCst)));
+        let errors = config.with_extension("err");
+        fs::write(&config, haproxy_config(port, upstream))
+            .map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+        let stderr = fs::File::create(&errors).map_err(|e| format!("cannot create {}: {e}", errors.display()))?;
+        let mut child = Command::new("haproxy")
+            .arg("-db")
+            .arg("-f")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .map_err(|e| format!("cannot run haproxy: {e}"))?;
+        let start = Instant::now();
+        last.clear();
+        while start.elapsed() < START_DEADLINE {
+            if is_listening(port) {
+                return Ok(Running {
+                    addr: SocketAddr::from(([127, 0, 0, 1], port)),
+                    proc: Proc::Haproxy(child, config),
+                });
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                let said = fs::read_to_string(&errors).unwrap_or_default();
+                last = format!("haproxy on port {port} exited with {status}: {}", said.trim());
+                break;
+            }
+            thread::sleep(Duration::from_millis(2));
+        }
+        if last.is_empty() {
+            last = format!("haproxy did not listen on port {port}");
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = fs::remove_file(&config);
+        let _ = fs::remove_file(&errors);
+    }
+    Err(last)
+}
+
 /// Whether something listens on 127.0.0.1:`port`, from /proc/net/tcp, without
-/// connecting (a probe connection would reach the upstream through socat).
+/// connecting (a probe connection would reach the upstream through the proxy).
 fn is_listening(port: u16) -> bool {
     let Ok(table) = fs::read_to_string("/proc/net/tcp") else {
         return false;
@@ -370,18 +532,6 @@ fn is_listening(port: u16) -> bool {
         let mut fields = line.split_whitespace();
         fields.nth(1) == Some(local.as_str()) && fields.nth(1) == Some("0A")
     })
-}
-
-/// CPU seconds (user + system) a process has used so far, all its threads included.
-pub fn cpu_seconds(pid: u32) -> Option<f64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the command name (which may hold spaces) start at field 3.
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let utime: u64 = fields.next()?.parse().ok()?;
-    let stime: u64 = fields.next()?.parse().ok()?;
-    // SAFETY: sysconf only reads a configuration value.
-    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (ticks > 0).then(|| (utime + stime) as f64 / ticks as f64)
 }
 
 /// Peak resident memory (VmHWM, KiB) and thread count of a process.

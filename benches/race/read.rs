@@ -5,7 +5,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 use crate::Options;
-use crate::load::bulk_transfer;
+use crate::load::{bulk_transfer, connect};
 use crate::paths::{Context, Kind, Running};
 use crate::report::{median, num, times};
 use crate::upstream::Server;
@@ -14,7 +14,7 @@ pub fn race(opts: &Options, ctx: &Context) -> Result<String, String> {
     let half = opts.read_bytes / 2;
     let server = Server::bulk(half).map_err(|e| e.to_string())?;
     let path = Running::start(Kind::Netrecord, ctx, server.addr)?;
-    bulk_transfer(path.addr, half)?;
+    bulk_transfer(connect(path.addr)?, half)?;
     let stopped = path.stop()?;
     drop(server);
     let log = stopped.logs.first().ok_or("netrecord left no log")?.clone();

@@ -5,6 +5,7 @@ use std::fmt::Write as _;
 use std::fs;
 use std::process::Command;
 
+use crate::load::WRITE_CEILING;
 use crate::paths::Kind;
 
 /// How a metric's runs are combined into one number.
@@ -35,18 +36,16 @@ struct Row {
     scenario: &'static str,
     metric: &'static str,
     agg: Agg,
-    /// Per path (direct, netrecord, socat), one value per run.
-    runs: [Vec<f64>; 3],
+    /// Per path (in [`Kind::ALL`]'s order), one value per run.
+    runs: [Vec<f64>; 5],
 }
 
 /// What the issue asks of a metric.
 enum Target {
-    /// netrecord / direct at least this.
-    VsDirect(f64),
-    /// netrecord / socat at least this.
-    VsSocat(f64),
-    /// netrecord / socat at most this (latency).
-    AtMostSocat(f64),
+    /// netrecord / `Kind` at least this.
+    AtLeastX(Kind, f64),
+    /// netrecord / `Kind` at most this (latency).
+    AtMostX(Kind, f64),
     /// netrecord's own value at most this.
     AtMost(f64),
     /// netrecord's own value at least this.
@@ -55,27 +54,34 @@ enum Target {
 
 /// The table of one bench run.
 pub struct Table {
-    socat: bool,
+    /// The paths with a column: direct and netrecord, socat and haproxy if installed.
+    columns: Vec<Kind>,
     /// Connections of the hold scenario: all of them must succeed.
     hold: usize,
     rows: Vec<Row>,
+    /// Scenarios that run netrecord only, and the scenario whose other paths they
+    /// are compared with (the paths that do not write logs do not care where
+    /// netrecord's logs go).
+    bases: Vec<(&'static str, &'static str)>,
 }
 
 impl Table {
-    pub fn new(socat: bool, hold: usize) -> Table {
+    pub fn new(columns: Vec<Kind>, hold: usize) -> Table {
         Table {
-            socat,
+            columns,
             hold,
             rows: Vec::new(),
+            bases: Vec::new(),
         }
     }
 
+    /// `scenario` is compared with `base`'s values for the paths it does not run.
+    pub fn set_base(&mut self, scenario: &'static str, base: &'static str) {
+        self.bases.push((scenario, base));
+    }
+
     pub fn add(&mut self, scenario: &'static str, path: Kind, sample: Sample) {
-        let i = match self
-            .rows
-            .iter()
-            .position(|r| r.scenario == scenario && r.metric == sample.metric)
-        {
+        let i = match self.find(scenario, sample.metric) {
             Some(i) => i,
             None => {
                 self.rows.push(Row {
@@ -90,66 +96,97 @@ impl Table {
         self.rows[i].runs[path as usize].push(sample.value);
     }
 
+    fn find(&self, scenario: &str, metric: &str) -> Option<usize> {
+        self.rows
+            .iter()
+            .position(|r| r.scenario == scenario && r.metric == metric)
+    }
+
+    /// A row's value per path: its own runs, or its base scenario's for a path it
+    /// did not run.
+    fn values(&self, row: &Row) -> [Option<f64>; 5] {
+        let base = self
+            .bases
+            .iter()
+            .find(|(s, _)| *s == row.scenario)
+            .and_then(|(_, base)| self.find(base, row.metric))
+            .map(|i| &self.rows[i]);
+        std::array::from_fn(|k| {
+            combine(&row.runs[k], row.agg).or_else(|| base.and_then(|b| combine(&b.runs[k], b.agg)))
+        })
+    }
+
     fn targets(&self, scenario: &str, metric: &str) -> Vec<Target> {
+        use Kind::{Direct, Haproxy, Socat};
         match (scenario, metric) {
-            ("bulk", "Gbit/s both") => vec![Target::VsDirect(0.35), Target::VsSocat(1.3)],
-            ("rtt", "round trips/s") => vec![Target::VsDirect(0.9)],
-            ("rtt", "p99 us") => vec![Target::AtMostSocat(1.0)],
-            ("fan-in", "round trips/s") => vec![Target::VsDirect(0.6)],
-            ("churn", "connections/s") => vec![Target::VsDirect(0.5)],
+            ("bulk", "Gbit/s both") => vec![Target::AtLeastX(Socat, 1.0), Target::AtLeastX(Haproxy, 0.6)],
+            ("rtt", "round trips/s") => vec![Target::AtLeastX(Haproxy, 1.0)],
+            ("rtt", "p99 us") => vec![Target::AtMostX(Socat, 1.0)],
+            ("fan-in", "round trips/s") => vec![Target::AtLeastX(Haproxy, 1.0)],
+            ("churn", "connections/s") => vec![Target::AtLeastX(Haproxy, 1.0)],
             ("churn", "max ms (worst run)") => vec![Target::AtMost(100.0)],
             ("hold", "round trips ok (worst run)") => vec![Target::AtLeast(self.hold as f64)],
             ("hold", "peak RSS MiB (worst run)") => vec![Target::AtMost(256.0)],
+            ("tls-bulk", "Gbit/s both") => vec![Target::AtLeastX(Direct, 0.5)],
+            ("tls-rtt", "round trips/s") => vec![Target::AtLeastX(Direct, 0.6)],
             _ => Vec::new(),
         }
     }
 
+    /// The target column: the verdicts, and for bulk throughput how close
+    /// netrecord came to the write ceiling measured in the same scenario.
+    fn verdicts(&self, row: &Row, v: &[Option<f64>; 5]) -> String {
+        let nr = v[Kind::Netrecord as usize];
+        let ratio = |k: Kind| match (nr, v[k as usize]) {
+            (Some(a), Some(b)) if b != 0.0 => Some(a / b),
+            _ => None,
+        };
+        let mut words: Vec<String> = self
+            .targets(row.scenario, row.metric)
+            .iter()
+            .map(|t| {
+                let (text, met) = match *t {
+                    Target::AtLeastX(k, x) => (format!(">= {x:.1}x {}", k.name()), ratio(k).map(|r| r >= x)),
+                    Target::AtMostX(k, x) => (format!("<= {x:.1}x {}", k.name()), ratio(k).map(|r| r <= x)),
+                    Target::AtMost(x) => (format!("<= {x}"), nr.map(|n| n <= x)),
+                    Target::AtLeast(x) => (format!(">= {x}"), nr.map(|n| n >= x)),
+                };
+                let word = match met {
+                    Some(true) => "met",
+                    Some(false) => "MISSED",
+                    None => "n/a",
+                };
+                format!("{text}: {word}")
+            })
+            .collect();
+        if row.metric == "Gbit/s both" {
+            let ceiling = self
+                .find(row.scenario, WRITE_CEILING)
+                .and_then(|i| combine(&self.rows[i].runs[Kind::Netrecord as usize], Agg::Median));
+            if let (Some(nr), Some(c)) = (nr, ceiling) {
+                words.push(format!("{:.2}x the write ceiling", nr / c));
+            }
+        }
+        words.join(", ")
+    }
+
     pub fn render(&self) -> String {
-        let mut header = vec!["scenario", "metric", "direct", "netrecord"];
-        if self.socat {
-            header.push("socat");
-        }
-        header.push("nr/direct");
-        if self.socat {
-            header.push("nr/socat");
-        }
-        header.push("target");
-        let mut lines: Vec<Vec<String>> = vec![header.iter().map(|s| s.to_string()).collect()];
+        let mut header: Vec<String> = vec!["scenario".into(), "metric".into()];
+        header.extend(self.columns.iter().map(|k| k.name().to_string()));
+        let others: Vec<Kind> = self.columns.iter().copied().filter(|&k| k != Kind::Netrecord).collect();
+        header.extend(others.iter().map(|k| format!("nr/{}", k.name())));
+        header.push("target".into());
+        let mut lines: Vec<Vec<String>> = vec![header];
         for row in &self.rows {
-            let v: Vec<Option<f64>> = row.runs.iter().map(|runs| combine(runs, row.agg)).collect();
-            let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
-                (Some(a), Some(b)) if b != 0.0 => Some(a / b),
-                _ => None,
-            };
-            let (vs_direct, vs_socat) = (ratio(v[1], v[0]), ratio(v[1], v[2]));
-            let mut line = vec![row.scenario.to_string(), row.metric.to_string(), num(v[0]), num(v[1])];
-            if self.socat {
-                line.push(num(v[2]));
-            }
-            line.push(times(vs_direct));
-            if self.socat {
-                line.push(times(vs_socat));
-            }
-            let verdicts: Vec<String> = self
-                .targets(row.scenario, row.metric)
-                .iter()
-                .map(|t| {
-                    let (text, met) = match *t {
-                        Target::VsDirect(x) => (format!(">= {x}x direct"), vs_direct.map(|r| r >= x)),
-                        Target::VsSocat(x) => (format!(">= {x}x socat"), vs_socat.map(|r| r >= x)),
-                        Target::AtMostSocat(x) => (format!("<= {x}x socat"), vs_socat.map(|r| r <= x)),
-                        Target::AtMost(x) => (format!("<= {x}"), v[1].map(|n| n <= x)),
-                        Target::AtLeast(x) => (format!(">= {x}"), v[1].map(|n| n >= x)),
-                    };
-                    let word = match met {
-                        Some(true) => "met",
-                        Some(false) => "MISSED",
-                        None => "n/a",
-                    };
-                    format!("{text}: {word}")
-                })
-                .collect();
-            line.push(verdicts.join(", "));
+            let v = self.values(row);
+            let nr = v[Kind::Netrecord as usize];
+            let mut line = vec![row.scenario.to_string(), row.metric.to_string()];
+            line.extend(self.columns.iter().map(|&k| num(v[k as usize])));
+            line.extend(others.iter().map(|&k| match (nr, v[k as usize]) {
+                (Some(a), Some(b)) if b != 0.0 => times(Some(a / b)),
+                _ => times(None),
+            }));
+            line.push(self.verdicts(row, &v));
             lines.push(line);
         }
         let widths: Vec<usize> = (0..lines[0].len())
@@ -170,7 +207,10 @@ impl Table {
         }
         let _ = writeln!(
             out,
-            "(medians of the runs unless marked worst run; ratios are netrecord's value over the other's)"
+            "(medians of the runs unless marked worst run; ratios are netrecord's value over the other's; \
+             {WRITE_CEILING}: writing the bytes of netrecord's log into a new file in the log directory;\n \
+             *-disk: netrecord with its logs on disk, other paths from the same run's scenario without -disk; \
+             tls-*: direct is a direct TLS connection, netrecord has TLS on both legs)"
         );
         out
     }

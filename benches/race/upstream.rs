@@ -1,7 +1,8 @@
 //! The upstream servers the scenarios talk to, in this process: an echo server and
 //! a bulk server, each a fixed pool of blocking threads that accept on one
 //! listener. The threads are started before the clients, so no thread is spawned
-//! per connection on the server side of any path.
+//! per connection on the server side of any path. The same servers speak TLS in
+//! the TLS scenarios (`tls.rs` wraps each accepted socket first).
 
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -18,6 +19,19 @@ const STACK: usize = 64 * 1024;
 pub const IO_TIMEOUT: Duration = Duration::from_secs(300);
 /// Bulk transfers move this much per system call on both ends (iperf3's default).
 pub const CHUNK: usize = 128 * 1024;
+
+/// A byte stream the servers and clients use: a plain socket, or a TLS session
+/// over one (`tls.rs`).
+pub trait Stream: Read + Write {
+    /// Ends our sending half, so the other end reads its end of stream.
+    fn hang_up(&mut self);
+}
+
+impl Stream for TcpStream {
+    fn hang_up(&mut self) {
+        let _ = self.shutdown(Shutdown::Write);
+    }
+}
 
 /// A pool of threads serving connections on one loopback listener; stopped and
 /// joined when dropped.
@@ -41,7 +55,8 @@ impl Server {
         Server::start(1, Arc::new(move |s| bulk(s, bytes)))
     }
 
-    fn start(threads: usize, handler: Arc<dyn Fn(TcpStream) + Send + Sync>) -> io::Result<Server> {
+    /// `threads` threads that each run `handler` on the connections they accept.
+    pub fn start(threads: usize, handler: Arc<dyn Fn(TcpStream) + Send + Sync>) -> io::Result<Server> {
         let addr: SocketAddr = ([127, 0, 0, 1], 0).into();
         let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
@@ -99,7 +114,8 @@ fn accept_loop(listener: &TcpListener, stop: &AtomicBool, handler: &dyn Fn(TcpSt
     }
 }
 
-fn echo(mut stream: TcpStream) {
+/// Echoes what the client sends until it hangs up.
+pub fn echo(mut stream: impl Stream) {
     let mut buf = [0u8; 4096];
     // Ends when the client hangs up, fails, or stays silent for IO_TIMEOUT.
     loop {
@@ -114,7 +130,8 @@ fn echo(mut stream: TcpStream) {
     }
 }
 
-fn bulk(mut stream: TcpStream, bytes: u64) {
+/// Reads `bytes`, sends `bytes` back, hangs up, and waits for the client's hang-up.
+pub fn bulk(mut stream: impl Stream, bytes: u64) {
     let mut buf = vec![0u8; CHUNK];
     let mut got = 0u64;
     while got < bytes {
@@ -132,7 +149,7 @@ fn bulk(mut stream: TcpStream, bytes: u64) {
         }
         sent += n as u64;
     }
-    let _ = stream.shutdown(Shutdown::Write);
+    stream.hang_up();
     // Wait for the client's hang-up, so closing does not reset the connection.
     while let Ok(n) = stream.read(&mut buf) {
         if n == 0 {

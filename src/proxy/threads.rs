@@ -6,10 +6,9 @@
 //! on a busy proxy starting and ending threads cost more than short connections'
 //! whole relaying (measured with `make bench`'s churn scenario).
 
-use std::collections::VecDeque;
 use std::io;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
-use std::thread;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::thread::{self, Thread};
 use std::time::{Duration, Instant};
 
 /// Relay threads keep their buffers on the heap and call nothing deep, so a small
@@ -29,31 +28,39 @@ pub type Job = Box<dyn FnOnce() + Send>;
 /// exiting. Starting and ending a thread costs more than a short connection's
 /// whole relay: its stack and signal stack are mapped and protected, then unmapped,
 /// and each change to the mappings interrupts every other core to flush its TLB.
+///
+/// A job goes straight to one waiting thread, the one that started waiting last
+/// (its stack and buffers are the likeliest still in the caches), through that
+/// thread's own slot: the hand-off is one wake-up of one thread, and the woken
+/// thread does not contend for a lock the spawner still holds.
 #[derive(Default)]
 pub struct Threads {
-    state: Mutex<Waiting>,
-    wake: Condvar,
+    /// The waiting threads' slots, the latest last.
+    idle: Mutex<Vec<Arc<Slot>>>,
 }
 
-#[derive(Default)]
-struct Waiting {
-    jobs: VecDeque<Job>,
-    /// Threads waiting for a job.
-    idle: usize,
+/// Where a waiting thread receives its next job.
+struct Slot {
+    job: Mutex<Option<Job>>,
+    thread: Thread,
+}
+
+impl Slot {
+    fn take(&self) -> Option<Job> {
+        self.job.lock().unwrap_or_else(|e| e.into_inner()).take()
+    }
 }
 
 impl Threads {
     /// Runs `job` on a waiting thread if there is one, else on a new thread.
     pub fn spawn(self: &Arc<Self>, job: Job) -> io::Result<()> {
-        {
-            let mut waiting = self.lock();
-            // Each waiting thread takes one job before it may leave, so a job
-            // queued here is always picked up.
-            if waiting.idle > waiting.jobs.len() {
-                waiting.jobs.push_back(job);
-                self.wake.notify_one();
-                return Ok(());
-            }
+        // A slot taken off the list belongs to this call: its thread waits for
+        // the job (see `next`), so the job is always picked up.
+        let waiting = self.lock().pop();
+        if let Some(slot) = waiting {
+            *slot.job.lock().unwrap_or_else(|e| e.into_inner()) = Some(job);
+            slot.thread.unpark();
+            return Ok(());
         }
         let threads = Arc::clone(self);
         thread::Builder::new()
@@ -64,47 +71,60 @@ impl Threads {
 
     /// Runs jobs until none comes within the idle timeout.
     fn work(&self, first: Job) {
+        let slot = Arc::new(Slot {
+            job: Mutex::new(None),
+            thread: thread::current(),
+        });
         let mut job = first;
         loop {
             job();
-            match self.next() {
+            match self.next(&slot) {
                 Some(next) => job = next,
                 None => return,
             }
         }
     }
 
-    /// Waits for the next job; `None` when enough threads already wait, or none
-    /// came within the idle timeout.
-    fn next(&self) -> Option<Job> {
-        let mut waiting = self.lock();
-        if waiting.idle >= MAX_IDLE {
-            return None;
+    /// Waits for the next job in `slot`; `None` when enough threads already wait,
+    /// or none came within the idle timeout.
+    fn next(&self, slot: &Arc<Slot>) -> Option<Job> {
+        {
+            let mut idle = self.lock();
+            if idle.len() >= MAX_IDLE {
+                return None;
+            }
+            idle.push(Arc::clone(slot));
         }
-        waiting.idle += 1;
         let deadline = Instant::now() + IDLE_TIMEOUT;
         loop {
-            if let Some(job) = waiting.jobs.pop_front() {
-                waiting.idle -= 1;
+            if let Some(job) = slot.take() {
                 return Some(job);
             }
             let now = Instant::now();
             if now >= deadline {
-                waiting.idle -= 1;
-                return None;
+                let mut idle = self.lock();
+                if let Some(i) = idle.iter().position(|s| Arc::ptr_eq(s, slot)) {
+                    idle.remove(i);
+                    return None;
+                }
+                // A spawn has taken the slot and is about to fill it: wait for
+                // the job it promised (park until then; spurious wake-ups loop).
+                drop(idle);
+                loop {
+                    if let Some(job) = slot.take() {
+                        return Some(job);
+                    }
+                    thread::park();
+                }
             }
-            waiting = self
-                .wake
-                .wait_timeout(waiting, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            thread::park_timeout(deadline - now);
         }
     }
 
-    /// The queue stays consistent between statements even if a job panicked
+    /// The list stays consistent between statements even if a job panicked
     /// elsewhere: jobs never run under this lock.
-    fn lock(&self) -> MutexGuard<'_, Waiting> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn lock(&self) -> MutexGuard<'_, Vec<Arc<Slot>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
@@ -124,7 +144,7 @@ mod tests {
         let a = rx.recv_timeout(Duration::from_secs(5)).unwrap();
         // Wait until the first thread is idle, then the next job must reuse it.
         let start = Instant::now();
-        while threads.lock().idle == 0 {
+        while threads.lock().is_empty() {
             assert!(start.elapsed() < Duration::from_secs(5), "the thread never went idle");
             thread::yield_now();
         }

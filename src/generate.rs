@@ -342,6 +342,7 @@ fn exit_status(r: &mut Roff) {
         (
             "0",
             "Success: the proxy was stopped by SIGINT or SIGTERM; show or pcap wrote its output; \
+             show --follow saw its connection end, or was stopped by SIGINT or SIGTERM; \
              check found every log valid; the replay matched the recording. \
              A reader that goes away early (netrecord show log | head) is not an error.",
         ),
@@ -408,7 +409,8 @@ fn files(r: &mut Roff) {
          ends: its number and log, the client's and the server's addresses, when it started (wall clock \
          and run clock) and ended, the bytes each side sent, and how each side ended (hup, err or open) \
          with the error text. A restart with the same root appends to it. pcap reads it to give packets \
-         their real addresses and times. Log globs should leave it out: ",
+         their real addresses and times, and show --merge and --follow to order the logs of several runs \
+         by the wall clock. Log globs should leave it out: ",
     )]);
     r.text([
         italic("LOG_FILE_ROOT"),
@@ -419,7 +421,7 @@ fn files(r: &mut Roff) {
 
 fn examples(r: &mut Roff) {
     r.control("SH", ["EXAMPLES"]);
-    let examples: [(&str, &[&str]); 7] = [
+    let examples: [(&str, &[&str]); 9] = [
         (
             "Record redis-cli's traffic with a Redis server on port 6379:",
             &["netrecord localhost 6379 7000 /tmp/redis &", "redis-cli -p 7000 ping"],
@@ -432,6 +434,17 @@ fn examples(r: &mut Roff) {
             ],
         ),
         ("Check every log of the run:", &["netrecord check /tmp/redis_[0-9]*"]),
+        (
+            "Watch the run as it is recorded, every connection tagged, until Ctrl-C:",
+            &["netrecord show --follow /tmp/redis"],
+        ),
+        (
+            "The bytes each connection carried, from the JSON form, with jq:",
+            &[
+                "netrecord show --json /tmp/redis_[0-9]* | jq -s -c 'map(select(.event == \"data\"))",
+                "    | group_by(.conn)[] | {conn: .[0].conn, bytes: (map(.len) | add)}'",
+            ],
+        ),
         (
             "Export the run to pcap and open it in Wireshark:",
             &["netrecord pcap -o redis.pcap /tmp/redis_[0-9]*", "wireshark redis.pcap"],

@@ -78,6 +78,10 @@ pub enum End {
 /// shows at disk speed.
 pub const PIECE: usize = 64 * 1024;
 
+/// The read buffer of each of many logs read side by side; payload pieces
+/// ([`PIECE`]) are read past it.
+const SIDE_BY_SIDE_BUFFER: usize = 16 * 1024;
+
 /// Shows one log read from `input`.
 ///
 /// Errors are only those of writing to `out`; what is wrong with the log itself is
@@ -94,7 +98,7 @@ pub fn render_merged<R: Read>(logs: Vec<(u64, R)>, out: &mut impl Write, opts: &
     let width = tag_width(logs.iter().map(|(n, _)| *n));
     let convs = logs
         .into_iter()
-        .map(|(n, input)| Conversation::new(input, Label::tagged(n, width)))
+        .map(|(n, input)| Conversation::side_by_side(input, Label::tagged(n, width)))
         .collect();
     show_merged(&mut Text::new(opts), convs, out)
 }
@@ -285,8 +289,18 @@ enum Piece<'a> {
 
 impl<R: Read> Conversation<R> {
     fn new(input: R, label: Label) -> Conversation<R> {
+        Conversation::with_reader(Reader::new(input), label)
+    }
+
+    /// A conversation that is one of many read side by side (merged, or a run
+    /// followed): with a small read buffer, so that a thousand logs hold 16 MiB.
+    fn side_by_side(input: R, label: Label) -> Conversation<R> {
+        Conversation::with_reader(Reader::with_buffer(input, SIDE_BY_SIDE_BUFFER), label)
+    }
+
+    fn with_reader(reader: Reader<R>, label: Label) -> Conversation<R> {
         Conversation {
-            reader: Reader::new(input).keep_payload(false),
+            reader: reader.keep_payload(false),
             label,
             current: None,
             stream: [0; 2],
@@ -296,12 +310,11 @@ impl<R: Read> Conversation<R> {
         }
     }
 
-    /// A conversation read as it is written (see [`Reader::follow`]).
-    fn following(input: R, label: Label) -> Conversation<R> {
-        let mut conv = Conversation::new(input, label);
-        conv.reader = conv.reader.follow(true);
-        conv.following = true;
-        conv
+    /// Reads the log as it is written (see [`Reader::follow`]).
+    fn follow(mut self) -> Conversation<R> {
+        self.reader = self.reader.follow(true);
+        self.following = true;
+        self
     }
 
     /// Reads the next record; false once the log has ended.
@@ -582,7 +595,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         let mut paths = Vec::new();
         for ((path, n), epoch_us) in logs.iter().zip(numbers).zip(epochs) {
             if let Some(file) = problems.open(path) {
-                let mut conv = Conversation::new(file, Label::tagged(n, width));
+                let mut conv = Conversation::side_by_side(file, Label::tagged(n, width));
                 conv.epoch_us = epoch_us;
                 convs.push(conv);
                 paths.push(path);

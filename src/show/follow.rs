@@ -66,7 +66,7 @@ fn follow_log(path: &Path, form: &mut AnyForm, out: &mut impl Write, watcher: &m
     watcher.watch_file(path);
     let file = File::open(path).with_context(|| format!("failed to open log {}", escape::path(path)))?;
     let label = Label::plain(connection_number(path).unwrap_or(1));
-    let mut conv = Conversation::following(file, label);
+    let mut conv = Conversation::new(file, label).follow();
     let write_failed = || "failed to write to stdout";
     loop {
         match conv.step() {
@@ -198,7 +198,7 @@ fn follow_root(root: &Path, form: &mut AnyForm, out: &mut impl Write, watcher: &
 fn add_log(logs: &mut BTreeMap<u64, Option<Followed>>, n: u64, path: PathBuf, width: usize, epoch_us: u64) {
     match File::open(&path) {
         Ok(file) => {
-            let mut conv = Conversation::following(file, Label::tagged(n, width));
+            let mut conv = Conversation::side_by_side(file, Label::tagged(n, width)).follow();
             conv.epoch_us = epoch_us;
             logs.insert(n, Some(Followed { path, conv }));
         }

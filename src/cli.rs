@@ -340,7 +340,7 @@ Examples:
   netrecord show --follow /tmp/redis
   netrecord show --json /tmp/redis_* | jq -c 'select(.event == \"data\")'")]
 pub struct ShowArgs {
-    /// Log files to show.
+    /// Log files to show (with --follow, one log, or one log file root).
     #[arg(required = true, value_name = "LOG")]
     pub logs: Vec<PathBuf>,
 

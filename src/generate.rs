@@ -363,6 +363,7 @@ fn exit_status(r: &mut Roff) {
         (
             "0",
             "Success: the proxy was stopped by SIGINT, SIGTERM or SIGHUP; show or pcap wrote its output; \
+             show --follow saw its connection end, or was stopped by SIGINT or SIGTERM; \
              check found every log valid; the replay matched the recording. \
              A reader that goes away early (netrecord show log | head) is not an error.",
         ),
@@ -448,7 +449,8 @@ fn files(r: &mut Roff) {
          with the error text, and why a log is incomplete (log_error). Every accepted connection has \
          exactly one line. A restart with the same root appends to it; an existing index that is not \
          this user's own regular file, or is writable by others, is refused. pcap reads it to give packets \
-         their real addresses and times. Log globs should leave it out: ",
+         their real addresses and times, and show --merge and --follow to order the logs of several runs \
+         by the wall clock. Log globs should leave it out: ",
     )]);
     r.text([
         italic("LOG_FILE_ROOT"),
@@ -480,6 +482,17 @@ fn examples(r: &mut Roff) {
             ],
         ),
         ("Check every log of the run:", &["netrecord check /tmp/redis_[0-9]*"]),
+        (
+            "Watch the run as it is recorded, every connection tagged, until Ctrl-C:",
+            &["netrecord show --follow /tmp/redis"],
+        ),
+        (
+            "The bytes each connection carried, from the JSON form, with jq:",
+            &[
+                "netrecord show --json /tmp/redis_[0-9]* | jq -s -c 'map(select(.event == \"data\"))",
+                "    | group_by(.conn)[] | {conn: .[0].conn, bytes: (map(.len) | add)}'",
+            ],
+        ),
         (
             "Export the run to pcap and open it in Wireshark:",
             &["netrecord pcap -o redis.pcap /tmp/redis_[0-9]*", "wireshark redis.pcap"],

@@ -27,6 +27,7 @@
 //! - [`net`]: resolving a server's name, connecting to the first address that
 //!   answers, binding, and a listener another thread can stop.
 //! - [`escape`]: bytes from logs and file names made safe to print.
+//! - [`watch`]: waiting for files to change (inotify), for `show --follow`.
 //! - [`process`]: the open-files limit, stop signals, and the one channel for
 //!   `netrecord:` messages.
 //! - [`generate`]: the man page and shell completions.
@@ -48,3 +49,4 @@ pub mod replay;
 pub mod runs;
 pub mod show;
 mod tls;
+pub mod watch;

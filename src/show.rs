@@ -29,6 +29,7 @@
 //! included; a corrupt one is shown up to the bad record, then the error is
 //! noted and reported, and the exit status is 1.
 
+mod follow;
 mod json;
 mod payload;
 
@@ -77,6 +78,10 @@ pub enum End {
 /// shows at disk speed.
 pub const PIECE: usize = 64 * 1024;
 
+/// The read buffer of each of many logs read side by side; payload pieces
+/// ([`PIECE`]) are read past it.
+const SIDE_BY_SIDE_BUFFER: usize = 16 * 1024;
+
 /// Shows one log read from `input`.
 ///
 /// Errors are only those of writing to `out`; what is wrong with the log itself is
@@ -93,7 +98,7 @@ pub fn render_merged<R: Read>(logs: Vec<(u64, R)>, out: &mut impl Write, opts: &
     let width = tag_width(logs.iter().map(|(n, _)| *n));
     let convs = logs
         .into_iter()
-        .map(|(n, input)| Conversation::new(input, Label::tagged(n, width)))
+        .map(|(n, input)| Conversation::side_by_side(input, Label::tagged(n, width)))
         .collect();
     show_merged(&mut Text::new(opts), convs, out)
 }
@@ -153,18 +158,39 @@ fn show_merged<R: Read>(
 /// Shows the conversation's current record: its header, then its payload piece
 /// by piece. A record of a side the form leaves out is skipped, payload unread.
 fn show_record<R: Read>(form: &mut impl Form, conv: &mut Conversation<R>, out: &mut impl Write) -> io::Result<()> {
-    let Some(rec) = conv.current else { return Ok(()) };
+    // A log read to its end never has to wait for the rest of a payload.
+    show_record_waiting(form, conv, out, &mut |_| Ok(false)).map(|_| ())
+}
+
+/// [`show_record`] for a log being followed: where the rest of a payload is not
+/// written yet, `wait` is called (with the output, to flush) and says whether to
+/// go on. Returns false if it said not to (the record is left unfinished).
+fn show_record_waiting<R: Read, W: Write>(
+    form: &mut impl Form,
+    conv: &mut Conversation<R>,
+    out: &mut W,
+    wait: &mut dyn FnMut(&mut W) -> io::Result<bool>,
+) -> io::Result<bool> {
+    let Some(rec) = conv.current else { return Ok(true) };
     if !form.shows(rec.side) {
-        return Ok(());
+        return Ok(true);
     }
     form.header(out, &conv.label, &rec, conv.stream[rec.side.index()])?;
     if let Event::Data(_) = rec.event {
-        while let Some(piece) = conv.piece() {
-            form.piece(out, piece)?;
+        loop {
+            match conv.piece() {
+                Piece::Bytes(piece) => form.piece(out, piece)?,
+                Piece::Done => break,
+                Piece::NotYet => {
+                    if !wait(out)? {
+                        return Ok(false);
+                    }
+                }
+            }
         }
         form.end_payload(out)?;
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One way of writing records out: text or hex for people, raw bytes.
@@ -184,6 +210,11 @@ trait Form {
 
     /// Notes how a log ended, where the form has room for that.
     fn note(&mut self, out: &mut dyn Write, log: &Label, end: &Finished) -> io::Result<()>;
+
+    /// Notes, while following a run, that a log's connection has ended.
+    fn ended(&mut self, _out: &mut dyn Write, _log: &Label) -> io::Result<()> {
+        Ok(())
+    }
 }
 
 /// How a log is named in what is shown.
@@ -232,22 +263,67 @@ struct Conversation<R> {
     /// The Unix time (µs) at which the log's clock read zero, when merging logs
     /// whose runs are known; else 0.
     epoch_us: u64,
+    /// Whether the log is still being written, and its end is only where the
+    /// bytes written so far end.
+    following: bool,
+}
+
+/// What [`Conversation::step`] found.
+enum Step {
+    /// A record: the conversation's current one.
+    Record,
+    /// Nothing more yet (only while following).
+    NotYet,
+    /// The log has ended, or reading it has failed.
+    End,
+}
+
+/// What [`Conversation::piece`] found.
+enum Piece<'a> {
+    Bytes(&'a [u8]),
+    /// The payload has been read.
+    Done,
+    /// The rest of the payload is not written yet (only while following).
+    NotYet,
 }
 
 impl<R: Read> Conversation<R> {
     fn new(input: R, label: Label) -> Conversation<R> {
+        Conversation::with_reader(Reader::new(input), label)
+    }
+
+    /// A conversation that is one of many read side by side (merged, or a run
+    /// followed): with a small read buffer, so that a thousand logs hold 16 MiB.
+    fn side_by_side(input: R, label: Label) -> Conversation<R> {
+        Conversation::with_reader(Reader::with_buffer(input, SIDE_BY_SIDE_BUFFER), label)
+    }
+
+    fn with_reader(reader: Reader<R>, label: Label) -> Conversation<R> {
         Conversation {
-            reader: Reader::new(input).keep_payload(false),
+            reader: reader.keep_payload(false),
             label,
             current: None,
             stream: [0; 2],
             end: None,
             epoch_us: 0,
+            following: false,
         }
+    }
+
+    /// Reads the log as it is written (see [`Reader::follow`]).
+    fn follow(mut self) -> Conversation<R> {
+        self.reader = self.reader.follow(true);
+        self.following = true;
+        self
     }
 
     /// Reads the next record; false once the log has ended.
     fn advance(&mut self) -> bool {
+        matches!(self.step(), Step::Record)
+    }
+
+    /// Reads the next record, if it is there.
+    fn step(&mut self) -> Step {
         if let Some(Record {
             side,
             event: Event::Data(n),
@@ -258,36 +334,47 @@ impl<R: Read> Conversation<R> {
         }
         self.current = None;
         if self.end.is_some() {
-            return false;
+            return Step::End;
         }
         match self.reader.next_record() {
             Ok(Some(rec)) => {
                 self.current = Some(rec);
-                true
+                Step::Record
             }
+            Ok(None) if self.following => Step::NotYet,
             Ok(None) => {
                 self.end = Some(Ok(()));
-                false
+                Step::End
             }
             Err(e) => {
                 self.end = Some(Err(e));
-                false
+                Step::End
             }
         }
     }
 
-    /// The next piece of the current record's payload, or `None` at its end, or
-    /// where the log ends inside it or cannot be read (the error is kept for
-    /// the end of the log).
-    fn piece(&mut self) -> Option<&[u8]> {
-        match self.reader.payload_piece(PIECE) {
-            Ok([]) => None,
-            Ok(piece) => Some(piece),
+    /// The next piece of the current record's payload. Where the log ends inside
+    /// it, or cannot be read, the payload is done and the error kept for the end
+    /// of the log.
+    fn piece(&mut self) -> Piece<'_> {
+        let len = match self.reader.payload_piece(PIECE) {
+            Ok(piece) => piece.len(),
             Err(e) => {
                 self.end = Some(Err(e));
-                None
+                return Piece::Done;
             }
+        };
+        match len {
+            0 if self.reader.payload_left() > 0 => Piece::NotYet,
+            0 => Piece::Done,
+            // The piece just read, which the reader holds.
+            _ => Piece::Bytes(self.reader.payload()),
         }
+    }
+
+    /// Whether the log holds its connection's end: both `hup`s, or an `err`.
+    fn is_complete(&self) -> bool {
+        self.reader.summary().is_complete()
     }
 
     /// Where the current record goes in a timeline of several logs: its time on
@@ -432,6 +519,11 @@ impl Form for Text {
             Err(e) => writeln!(out, "{tag}{note}-- {e}{note:#}"),
         }
     }
+
+    fn ended(&mut self, out: &mut dyn Write, log: &Label) -> io::Result<()> {
+        let (tag, note) = (&log.tag, self.note);
+        writeln!(out, "{tag}{note}-- the connection has ended{note:#}")
+    }
 }
 
 /// One side's payload bytes alone, as they were sent.
@@ -482,6 +574,9 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         (None, false) => AnyForm::Text(Text::new(&opts)),
     };
     let mut out = BufWriter::with_capacity(64 * 1024, stdout.lock());
+    if args.follow {
+        return follow::run(&args.logs, form, &mut out);
+    }
     let mut problems = Problems::default();
     let numbers = connection_numbers(&logs);
     if args.merge {
@@ -500,7 +595,7 @@ pub fn run(args: &ShowArgs) -> anyhow::Result<ExitCode> {
         let mut paths = Vec::new();
         for ((path, n), epoch_us) in logs.iter().zip(numbers).zip(epochs) {
             if let Some(file) = problems.open(path) {
-                let mut conv = Conversation::new(file, Label::tagged(n, width));
+                let mut conv = Conversation::side_by_side(file, Label::tagged(n, width));
                 conv.epoch_us = epoch_us;
                 convs.push(conv);
                 paths.push(path);
@@ -569,6 +664,10 @@ impl Form for AnyForm {
     fn note(&mut self, out: &mut dyn Write, log: &Label, end: &Finished) -> io::Result<()> {
         self.form().note(out, log, end)
     }
+
+    fn ended(&mut self, out: &mut dyn Write, log: &Label) -> io::Result<()> {
+        self.form().ended(out, log)
+    }
 }
 
 /// When, on the wall clock, the clock of each log's run started (µs since the
@@ -576,9 +675,10 @@ impl Form for AnyForm {
 /// a new clock at zero) merge in the order they happened; from the run indexes.
 ///
 /// A log without an entry (still open) in an index of one run is taken to be of
-/// that run; in an index of several, of the latest. When some log's run cannot be
-/// known at all, every log is merged by its own clock (all zeros), and one note
-/// says that logs of different runs cannot be ordered against each other.
+/// that run; in an index of several, of the latest (with a note); in an index
+/// with no entries yet, of the one run there has been. When some log's run
+/// cannot be known, every log is merged by its own clock (all zeros), and one
+/// note says that logs of different runs cannot be ordered against each other.
 fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
     if logs.len() < 2 {
         return vec![0; logs.len()];
@@ -590,13 +690,15 @@ fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
     for log in logs {
         let log = log.as_ref();
         let start = match runs.find(log, &mut |note| say!("{note}")) {
-            Found::Entry { epoch_us, .. } => Ok(epoch_us),
+            Found::Entry { epoch_us, .. } => Ok(Some(epoch_us)),
             Found::NoEntry { index, starts } => match starts {
-                [] => Err(format!("the run index {} has no entries", escape::path(index))),
-                [start] => Ok(*start),
+                // An index without entries is that of a run whose connections
+                // are all still open: the one run there has been.
+                [] => Ok(None),
+                [start] => Ok(Some(*start)),
                 [.., latest] => {
                     guessed.get_or_insert_with(|| (index.to_path_buf(), 0)).1 += 1;
-                    Ok(*latest)
+                    Ok(Some(*latest))
                 }
             },
             Found::NotNamed => Err(format!(
@@ -613,13 +715,24 @@ fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
             Ok(start) => starts.push(start),
             Err(why) => {
                 unknown.get_or_insert(why);
-                starts.push(0);
+                starts.push(None);
             }
         }
     }
     let cannot = "logs of different runs cannot be ordered against each other";
     if let Some(why) = unknown {
         say!("{why}: the logs are merged by their own clocks, which start at zero with each run; {cannot}");
+        return vec![0; logs.len()];
+    }
+    if starts.iter().all(Option::is_none) {
+        // Logs of one run without any entry yet: their own clock is the run's.
+        return vec![0; logs.len()];
+    }
+    if starts.iter().any(Option::is_none) {
+        say!(
+            "some logs are of a run with no entries in its index yet, others of runs with entries: \
+             the logs are merged by their own clocks, which start at zero with each run; {cannot}"
+        );
         return vec![0; logs.len()];
     }
     if let Some((index, n)) = guessed {
@@ -629,7 +742,7 @@ fn run_starts(logs: &[impl AsRef<Path>]) -> Vec<u64> {
             escape::path(&index)
         );
     }
-    starts
+    starts.into_iter().map(|s| s.unwrap_or(0)).collect()
 }
 
 /// What went wrong with which log, reported on stderr after the output.

@@ -200,8 +200,15 @@ impl Reader<File> {
 impl<R: Read> Reader<R> {
     /// Reads a log from `inner`.
     pub fn new(inner: R) -> Reader<R> {
+        Reader::with_buffer(inner, BUFFER)
+    }
+
+    /// Reads a log from `inner` through a read buffer of `capacity` bytes: a
+    /// small one for readers that hold many logs open side by side. Payload
+    /// pieces at least that large are read past the buffer, as fast.
+    pub fn with_buffer(inner: R, capacity: usize) -> Reader<R> {
         Reader {
-            inner: BufReader::with_capacity(BUFFER, inner),
+            inner: BufReader::with_capacity(capacity, inner),
             offset: 0,
             line: Vec::with_capacity(MAX_HEADER),
             payload: Vec::new(),

@@ -622,3 +622,237 @@ fn json_gives_back_every_byte_of_both_sides() {
     assert_eq!(events, shape);
     drop(proxy);
 }
+
+/// A `netrecord show --follow` process, its output collected as it comes,
+/// stopped by its own handle.
+struct Follower {
+    child: std::process::Child,
+    stdout: Arc<Mutex<Vec<u8>>>,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Follower {
+    fn start(args: &[&str]) -> Follower {
+        let mut child = Command::new(BIN)
+            .args(["show", "--follow"])
+            .args(args)
+            .env_remove("CLICOLOR_FORCE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let collect = |mut pipe: Box<dyn Read + Send>| {
+            let seen = Arc::new(Mutex::new(Vec::new()));
+            let sink = Arc::clone(&seen);
+            thread::spawn(move || {
+                let mut buf = [0u8; 65536];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    sink.lock().unwrap().extend_from_slice(&buf[..n]);
+                }
+            });
+            seen
+        };
+        let stdout = collect(Box::new(child.stdout.take().unwrap()));
+        let stderr = collect(Box::new(child.stderr.take().unwrap()));
+        Follower { child, stdout, stderr }
+    }
+
+    fn output(&self) -> String {
+        String::from_utf8_lossy(&self.stdout.lock().unwrap()).into_owned()
+    }
+
+    fn errors(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Waits until the output contains `text`.
+    fn wait_for(&self, text: &str) {
+        wait_until(&format!("{text:?} in the follower's output"), || {
+            self.output().contains(text)
+        });
+    }
+
+    /// Whether the follower is still running.
+    fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Waits for the follower to exit by itself; returns its status, once all
+    /// its output has been collected.
+    fn exit(&mut self) -> ExitStatus {
+        let status = wait_child(&mut self.child);
+        // The pipes close at the exit: their readers finish soon after.
+        let closed = || Arc::strong_count(&self.stdout) == 1 && Arc::strong_count(&self.stderr) == 1;
+        wait_until("the follower's output to be read", closed);
+        status
+    }
+
+    /// Stops the follower with `sig` and returns its status.
+    fn stop(&mut self, sig: i32) -> ExitStatus {
+        signal(&self.child, sig);
+        self.exit()
+    }
+}
+
+impl Drop for Follower {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn follow_shows_a_live_connection_and_ends_with_it() {
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    let client = connect(proxy.addr);
+    wait_until("log 1", || proxy.log(1).exists());
+    let mut text = Follower::start(&[arg(&proxy.log(1))]);
+    let mut json = Follower::start(&["--json", arg(&proxy.log(1))]);
+    let mut raw = Follower::start(&["--raw", "s", arg(&proxy.log(1))]);
+    text.wait_for(" client connected\n");
+    for round in ["first", "second"] {
+        send(&client, round.as_bytes());
+        assert_eq!(read_n(&client, round.len()), round.as_bytes());
+        // Shown while the connection is still open.
+        text.wait_for(&format!(" server {} bytes\n    {round}\n", round.len()));
+        json.wait_for("\"side\":\"server\",");
+        json.wait_for(&format!("\"text\":\"{round}\""));
+        raw.wait_for(round);
+        assert!(text.running() && json.running() && raw.running());
+    }
+    assert!(!text.output().contains("hung up"), "{}", text.output());
+    // The client hangs up, the echo server after it: the followers end.
+    client.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&client), b"");
+    for follower in [&mut text, &mut json, &mut raw] {
+        let status = follower.exit();
+        assert!(status.success(), "{status:?}: {}", follower.errors());
+        assert_eq!(follower.errors(), "");
+    }
+    let shown = text.output();
+    assert!(
+        shown.contains(" client hung up\n") && shown.contains(" server hung up\n"),
+        "{shown}"
+    );
+    assert_eq!(raw.output(), "firstsecond");
+    let events: Vec<serde_json::Value> = json
+        .output()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.iter().filter(|e| e["event"] == "hup").count(), 2);
+    // What was shown live is what `show` shows of the whole log.
+    assert_eq!(shown, netrecord(&["show", arg(&proxy.log(1))]).text());
+}
+
+#[test]
+fn follow_of_a_root_shows_each_new_connection_tagged() {
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    // One connection before the follower starts, ended.
+    let first = connect(proxy.addr);
+    send(&first, b"before");
+    assert_eq!(read_n(&first, 6), b"before");
+    first.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&first), b"");
+    proxy.wait_ended(1);
+    let mut follower = Follower::start(&[arg(&proxy.root)]);
+    follower.wait_for("[1]     before\n");
+    follower.wait_for("[1] -- the connection has ended\n");
+    let second = connect(proxy.addr);
+    follower.wait_for("[2] ");
+    let third = connect(proxy.addr);
+    follower.wait_for("[3] ");
+    for (c, data) in [(&second, &b"two"[..]), (&third, b"three"), (&second, b"two again")] {
+        send(c, data);
+        assert_eq!(read_n(c, data.len()), data);
+    }
+    follower.wait_for("[2]     two again\n");
+    follower.wait_for("[3]     three\n");
+    third.shutdown(Shutdown::Write).unwrap();
+    assert_eq!(read_all(&third), b"");
+    follower.wait_for("[3] -- the connection has ended\n");
+    assert!(follower.running());
+    assert!(!follower.output().contains("[2] -- the connection has ended"));
+    let status = follower.stop(libc::SIGINT);
+    assert!(status.success(), "{status:?}: {}", follower.errors());
+    assert_eq!(follower.errors(), "");
+    let shown = follower.output();
+    for n in 1..=3 {
+        assert!(
+            shown.contains(&format!("[{n}] ")) && shown.contains(" client connected\n"),
+            "{shown}"
+        );
+    }
+    // Every line is tagged, and each connection's lines are its log's.
+    assert!(shown.lines().all(|l| l.starts_with('[')), "{shown}");
+    drop(second);
+}
+
+#[test]
+fn follow_waits_for_a_half_written_record_and_still_fails_on_a_corrupt_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("rec_1");
+    std::fs::write(&log, b"c 0.000001 con\ns 0.000002 10\nhello").unwrap();
+    let mut text = Follower::start(&[arg(&log)]);
+    let mut json = Follower::start(&["--json", arg(&log)]);
+    text.wait_for("0.000002 server 10 bytes\n    hello");
+    json.wait_for("\"event\":\"con\"}\n");
+    // Still waiting, with nothing to say about the record cut so far; JSON holds
+    // the part of the payload it has until the record is whole.
+    assert!(text.running() && json.running());
+    assert_eq!(text.errors(), "");
+    assert_eq!(
+        json.output(),
+        "{\"conn\":1,\"side\":\"client\",\"time_us\":1,\"event\":\"con\"}\n"
+    );
+    let mut file = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+    file.write_all(b"world").unwrap();
+    file.write_all(b"c 0.000003 hup\ns 0.0").unwrap();
+    text.wait_for("client hung up\n");
+    assert!(text.running());
+    file.write_all(b"00004 hup\n").unwrap();
+    for follower in [&mut text, &mut json] {
+        let status = follower.exit();
+        assert!(status.success(), "{status:?}: {}", follower.errors());
+        assert_eq!(follower.errors(), "");
+    }
+    assert_eq!(
+        text.output(),
+        "0.000001 client connected\n0.000002 server 10 bytes\n    helloworld\n\
+         0.000003 client hung up\n0.000004 server hung up\n"
+    );
+    assert!(
+        json.output().contains("\"len\":10,\"text\":\"helloworld\"}\n"),
+        "{}",
+        json.output()
+    );
+
+    // A violation stops the follower with the error and its offset, whether it
+    // is there from the start or written while it waits.
+    let bad = dir.path().join("bad_1");
+    std::fs::write(&bad, b"c 0.000001 con\nc 0.000002 3\nabc").unwrap();
+    let mut follower = Follower::start(&[arg(&bad)]);
+    follower.wait_for("    abc\n");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&bad).unwrap();
+    file.write_all(b"c 0.000001 hup\n").unwrap();
+    let status = follower.exit();
+    assert_eq!(status.code(), Some(1));
+    assert_eq!(
+        follower.errors(),
+        format!(
+            "netrecord: invalid log {}: corrupt record at byte 31: time goes backwards (0.000001 after 0.000002)\n",
+            bad.display()
+        )
+    );
+    assert!(
+        follower
+            .output()
+            .ends_with("-- corrupt record at byte 31: time goes backwards (0.000001 after 0.000002)\n")
+    );
+}

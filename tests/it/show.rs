@@ -856,3 +856,27 @@ fn follow_waits_for_a_half_written_record_and_still_fails_on_a_corrupt_one() {
             .ends_with("-- corrupt record at byte 31: time goes backwards (0.000001 after 0.000002)\n")
     );
 }
+
+#[test]
+fn follow_of_a_root_sees_a_log_created_while_it_waits_inside_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let one = netrecord::log::log_path(&root, 1);
+    let three = netrecord::log::log_path(&root, 3);
+    std::fs::write(&one, b"c 0.000001 con\ns 0.000002 8\nhal").unwrap();
+    std::fs::write(&three, b"c 0.000001 con\n").unwrap();
+    let mut follower = Follower::start(&[arg(&root)]);
+    follower.wait_for("[1]     hal");
+    follower.wait_for("[3] 0.000001 client connected\n");
+    // While the follower waits for the rest of a payload, a new connection, and
+    // a record in another log: neither is missed.
+    std::fs::write(netrecord::log::log_path(&root, 2), b"c 0.000003 con\n").unwrap();
+    let mut other = std::fs::OpenOptions::new().append(true).open(&three).unwrap();
+    other.write_all(b"c 0.000004 hup\n").unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&one).unwrap();
+    file.write_all(b"f way").unwrap();
+    follower.wait_for("[1]     half way\n");
+    follower.wait_for("[2] 0.000003 client connected\n");
+    follower.wait_for("[3] 0.000004 client hung up\n");
+    assert!(follower.stop(libc::SIGTERM).success(), "{}", follower.errors());
+}

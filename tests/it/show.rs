@@ -714,6 +714,7 @@ fn follow_shows_a_live_connection_and_ends_with_it() {
     let mut text = Follower::start(&[arg(&proxy.log(1))]);
     let mut json = Follower::start(&["--json", arg(&proxy.log(1))]);
     let mut raw = Follower::start(&["--raw", "s", arg(&proxy.log(1))]);
+    let mut hex = Follower::start(&["--hex", "--side", "s", "--color", "always", arg(&proxy.log(1))]);
     text.wait_for(" client connected\n");
     for round in ["first", "second"] {
         send(&client, round.as_bytes());
@@ -723,13 +724,20 @@ fn follow_shows_a_live_connection_and_ends_with_it() {
         json.wait_for("\"side\":\"server\",");
         json.wait_for(&format!("\"text\":\"{round}\""));
         raw.wait_for(round);
-        assert!(text.running() && json.running() && raw.running());
+        assert!(text.running() && json.running() && raw.running() && hex.running());
     }
+    // "second" is server bytes 5 to 10, in the row at 0 (a gap after the 8th), painted.
+    hex.wait_for("73 65 63  6f 6e 64");
+    assert!(
+        hex.output().contains('\x1b') && !hex.output().contains("client"),
+        "{}",
+        hex.output()
+    );
     assert!(!text.output().contains("hung up"), "{}", text.output());
     // The client hangs up, the echo server after it: the followers end.
     client.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_all(&client), b"");
-    for follower in [&mut text, &mut json, &mut raw] {
+    for follower in [&mut text, &mut json, &mut raw, &mut hex] {
         let status = follower.exit();
         assert!(status.success(), "{status:?}: {}", follower.errors());
         assert_eq!(follower.errors(), "");

@@ -18,8 +18,10 @@
 //! Several logs are shown one after the other under `==> <path> <==` headings, or,
 //! with `--merge`, as one timeline (all files of a run share one clock, and the
 //! runs of a root are put in wall-clock order from the run index: [`run_starts`])
-//! in which every line starts with its connection's tag, `[N]`. `--raw` writes one side's
-//! payload bytes alone.
+//! in which every line starts with its connection's tag, `[N]`. `--raw` writes one
+//! side's payload bytes alone, and `--json` one JSON object per record, for
+//! scripts ([`json`]). Each of these is a [`Form`]: the same readers feed them.
+//! `--follow` shows a log, or a whole run, as it is written ([`follow`]).
 //!
 //! Everything streams, within a record too: a payload is read and written in
 //! pieces of at most [`PIECE`] bytes, and a payload of a side that is not shown

@@ -31,6 +31,9 @@ pub struct Watcher {
     /// The read end of the pipe a [`Stopper`] writes to.
     wake: OwnedFd,
     stopper: Stopper,
+    /// Files created since [`Watcher::take_created`] was last called: kept
+    /// across waits, so that a wait for something else loses none.
+    created: Created,
 }
 
 /// Wakes a [`Watcher`] from another thread (a signal handler's): every wait
@@ -60,13 +63,20 @@ impl Stopper {
 /// Why a wait ended.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Woke {
-    /// Something may have changed: look again. `created` names the files made
-    /// in a watched directory since the last wait; `everything` says that
-    /// changes may have been missed (no inotify, or its queue overflowed), so
-    /// that the directories must be listed again.
-    Changed { created: Vec<OsString>, everything: bool },
+    /// Something may have changed: look again (and see [`Watcher::take_created`]).
+    Changed,
     /// The [`Stopper`] was used.
     Stopped,
+}
+
+/// The files created in watched directories since they were last taken.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Created {
+    /// Their names.
+    pub names: Vec<OsString>,
+    /// Whether some may have been missed (no inotify, or its queue overflowed),
+    /// so that the directories must be listed again.
+    pub maybe_more: bool,
 }
 
 /// What to be told about a watched file: it was written to.
@@ -96,6 +106,7 @@ impl Watcher {
                 stopped: Arc::new(AtomicBool::new(false)),
                 wake: Arc::new(write),
             },
+            created: Created::default(),
         })
     }
 
@@ -125,6 +136,11 @@ impl Watcher {
         if !added {
             self.inotify = None;
         }
+    }
+
+    /// The files created in watched directories since the last call.
+    pub fn take_created(&mut self) -> Created {
+        std::mem::take(&mut self.created)
     }
 
     /// Waits until something watched may have changed, or the stopper is used.
@@ -164,20 +180,16 @@ impl Watcher {
             return Ok(Woke::Stopped);
         }
         match &self.inotify {
-            None => Ok(Woke::Changed {
-                created: Vec::new(),
-                everything: true,
-            }),
-            Some(fd) => read_events(fd),
+            None => self.created.maybe_more = true,
+            Some(fd) => read_events(fd, &mut self.created)?,
         }
+        Ok(Woke::Changed)
     }
 }
 
-/// Reads every queued inotify event: the names of files created, and whether
-/// the queue overflowed.
-fn read_events(fd: &OwnedFd) -> io::Result<Woke> {
-    let mut created = Vec::new();
-    let mut everything = false;
+/// Reads every queued inotify event, adding the names of files created, and
+/// whether the queue overflowed, to `created`.
+fn read_events(fd: &OwnedFd, created: &mut Created) -> io::Result<()> {
     // Aligned for the event headers; room for many events with their names.
     let mut buf = vec![0u64; 8192];
     let header = std::mem::size_of::<libc::inotify_event>();
@@ -201,17 +213,17 @@ fn read_events(fd: &OwnedFd) -> io::Result<Woke> {
             let event: libc::inotify_event = unsafe { std::ptr::read_unaligned(bytes[at..].as_ptr().cast()) };
             let name = &bytes[at + header..(at + header + event.len as usize).min(bytes.len())];
             if event.mask & libc::IN_Q_OVERFLOW != 0 {
-                everything = true;
+                created.maybe_more = true;
             }
             if event.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0 {
                 // The name is padded with NULs.
                 let end = name.iter().position(|&b| b == 0).unwrap_or(name.len());
-                created.push(OsString::from_vec(name[..end].to_vec()));
+                created.names.push(OsString::from_vec(name[..end].to_vec()));
             }
             at += header + event.len as usize;
         }
     }
-    Ok(Woke::Changed { created, everything })
+    Ok(())
 }
 
 #[cfg(test)]
@@ -229,20 +241,13 @@ mod tests {
         std::fs::write(&file, b"more").unwrap();
         std::fs::write(dir.path().join("rec_1"), b"").unwrap();
         // Both changes were queued before the wait: it returns at once.
-        let mut created = Vec::new();
-        for _ in 0..10 {
-            match watcher.wait().unwrap() {
-                Woke::Changed { created: c, .. } => created.extend(c),
-                Woke::Stopped => panic!("not stopped"),
-            }
-            if created.iter().any(|n| n == "rec_1") {
-                break;
-            }
-        }
+        assert_eq!(watcher.wait().unwrap(), Woke::Changed);
+        let created = watcher.take_created();
         assert!(
-            created.iter().any(|n| n == "rec_1") || watcher.inotify.is_none(),
+            created.names.iter().any(|n| n == "rec_1") || (watcher.inotify.is_none() && created.maybe_more),
             "{created:?}"
         );
+        assert_eq!(watcher.take_created(), Created::default());
         let stopper = watcher.stopper();
         std::thread::spawn(move || stopper.stop());
         // Unless something else changes, the wait ends by the stopper.

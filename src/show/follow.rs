@@ -56,7 +56,7 @@ pub fn run(paths: &[PathBuf], mut form: AnyForm, out: &mut impl Write) -> anyhow
 /// stop signal has come.
 fn wait(out: &mut impl Write, watcher: &mut Watcher) -> io::Result<bool> {
     out.flush()?;
-    Ok(matches!(watcher.wait()?, Woke::Changed { .. }))
+    Ok(watcher.wait()? == Woke::Changed)
 }
 
 /// Follows one log until its connection is complete or a signal comes. Returns
@@ -140,6 +140,23 @@ fn follow_root(root: &Path, form: &mut AnyForm, out: &mut impl Write, watcher: &
     }
     let mut next = BinaryHeap::new();
     loop {
+        // New logs, created during the last wait, or during one for the rest of
+        // a payload.
+        let created = watcher.take_created();
+        let new: Vec<u64> = if created.maybe_more {
+            list_logs(dir, root).with_context(|| format!("failed to list directory {}", escape::path(dir)))?
+        } else {
+            created
+                .names
+                .iter()
+                .filter_map(|name| log_number(&dir.join(name), root))
+                .collect()
+        };
+        for n in new {
+            if !logs.contains_key(&n) {
+                add_log(&mut logs, n, log_path(root, n), width, latest);
+            }
+        }
         // Every log whose next record is there joins the timeline; those whose
         // records are all shown wait for the next change.
         for (&n, log) in logs.iter_mut() {
@@ -153,10 +170,16 @@ fn follow_root(root: &Path, form: &mut AnyForm, out: &mut impl Write, watcher: &
                 Step::End => failed |= finish(log, form, out).context(write_failed())?,
             }
         }
+        // A wait for the rest of a payload takes the news of every log with it.
+        let mut waited = false;
         while let Some(Reverse((_, n))) = next.pop() {
             let log = logs.get_mut(&n).expect("a queued log is followed");
             let followed = log.as_mut().expect("a queued log is open");
-            let shown = show_record_waiting(form, &mut followed.conv, out, &mut |out| wait(out, watcher));
+            let mut wait_inside = |out: &mut _| {
+                waited = true;
+                wait(out, watcher)
+            };
+            let shown = show_record_waiting(form, &mut followed.conv, out, &mut wait_inside);
             if !shown.context(write_failed())? || watcher.stopper().is_stopped() {
                 return Ok(failed);
             }
@@ -170,25 +193,12 @@ fn follow_root(root: &Path, form: &mut AnyForm, out: &mut impl Write, watcher: &
                 Step::End => failed |= finish(log, form, out).context(write_failed())?,
             }
         }
-        let (created, everything) = {
-            out.flush().context(write_failed())?;
-            match watcher.wait().context("failed to wait for the logs to change")? {
-                Woke::Stopped => return Ok(failed),
-                Woke::Changed { created, everything } => (created, everything),
-            }
-        };
-        let new: Vec<u64> = if everything {
-            list_logs(dir, root).with_context(|| format!("failed to list directory {}", escape::path(dir)))?
-        } else {
-            created
-                .iter()
-                .filter_map(|name| log_number(&dir.join(name), root))
-                .collect()
-        };
-        for n in new {
-            if !logs.contains_key(&n) {
-                add_log(&mut logs, n, log_path(root, n), width, latest);
-            }
+        if waited {
+            continue;
+        }
+        out.flush().context(write_failed())?;
+        if watcher.wait().context("failed to wait for the logs to change")? == Woke::Stopped {
+            return Ok(failed);
         }
     }
 }

@@ -714,6 +714,7 @@ fn follow_shows_a_live_connection_and_ends_with_it() {
     let mut text = Follower::start(&[arg(&proxy.log(1))]);
     let mut json = Follower::start(&["--json", arg(&proxy.log(1))]);
     let mut raw = Follower::start(&["--raw", "s", arg(&proxy.log(1))]);
+    let mut hex = Follower::start(&["--hex", "--side", "s", "--color", "always", arg(&proxy.log(1))]);
     text.wait_for(" client connected\n");
     for round in ["first", "second"] {
         send(&client, round.as_bytes());
@@ -723,13 +724,20 @@ fn follow_shows_a_live_connection_and_ends_with_it() {
         json.wait_for("\"side\":\"server\",");
         json.wait_for(&format!("\"text\":\"{round}\""));
         raw.wait_for(round);
-        assert!(text.running() && json.running() && raw.running());
+        assert!(text.running() && json.running() && raw.running() && hex.running());
     }
+    // "second" is server bytes 5 to 10, in the row at 0 (a gap after the 8th), painted.
+    hex.wait_for("73 65 63  6f 6e 64");
+    assert!(
+        hex.output().contains('\x1b') && !hex.output().contains("client"),
+        "{}",
+        hex.output()
+    );
     assert!(!text.output().contains("hung up"), "{}", text.output());
     // The client hangs up, the echo server after it: the followers end.
     client.shutdown(Shutdown::Write).unwrap();
     assert_eq!(read_all(&client), b"");
-    for follower in [&mut text, &mut json, &mut raw] {
+    for follower in [&mut text, &mut json, &mut raw, &mut hex] {
         let status = follower.exit();
         assert!(status.success(), "{status:?}: {}", follower.errors());
         assert_eq!(follower.errors(), "");
@@ -855,4 +863,28 @@ fn follow_waits_for_a_half_written_record_and_still_fails_on_a_corrupt_one() {
             .output()
             .ends_with("-- corrupt record at byte 31: time goes backwards (0.000001 after 0.000002)\n")
     );
+}
+
+#[test]
+fn follow_of_a_root_sees_a_log_created_while_it_waits_inside_a_record() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("rec");
+    let one = netrecord::log::log_path(&root, 1);
+    let three = netrecord::log::log_path(&root, 3);
+    std::fs::write(&one, b"c 0.000001 con\ns 0.000002 8\nhal").unwrap();
+    std::fs::write(&three, b"c 0.000001 con\n").unwrap();
+    let mut follower = Follower::start(&[arg(&root)]);
+    follower.wait_for("[1]     hal");
+    follower.wait_for("[3] 0.000001 client connected\n");
+    // While the follower waits for the rest of a payload, a new connection, and
+    // a record in another log: neither is missed.
+    std::fs::write(netrecord::log::log_path(&root, 2), b"c 0.000003 con\n").unwrap();
+    let mut other = std::fs::OpenOptions::new().append(true).open(&three).unwrap();
+    other.write_all(b"c 0.000004 hup\n").unwrap();
+    let mut file = std::fs::OpenOptions::new().append(true).open(&one).unwrap();
+    file.write_all(b"f way").unwrap();
+    follower.wait_for("[1]     half way\n");
+    follower.wait_for("[2] 0.000003 client connected\n");
+    follower.wait_for("[3] 0.000004 client hung up\n");
+    assert!(follower.stop(libc::SIGTERM).success(), "{}", follower.errors());
 }

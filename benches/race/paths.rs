@@ -12,13 +12,16 @@ use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, Instant};
 
 /// How long a proxy may take to start listening, or to exit after SIGTERM.
 const START_DEADLINE: Duration = Duration::from_secs(10);
 const STOP_DEADLINE: Duration = Duration::from_secs(60);
+/// How long netrecord may take to finish the connections the clients have closed
+/// before it is stopped.
+const SETTLE_DEADLINE: Duration = Duration::from_secs(10);
 /// Attempts at starting socat or haproxy on a port that another process may grab
 /// first.
 const LISTEN_ATTEMPTS: usize = 5;
@@ -110,10 +113,33 @@ enum Proc {
         child: Child,
         root: PathBuf,
         stderr: Option<thread::JoinHandle<Vec<String>>>,
+        lines: Arc<ConnectionLines>,
     },
     Socat(Child),
     /// haproxy and its configuration file, removed when it stops.
     Haproxy(Child, PathBuf),
+}
+
+/// How many connections netrecord has said it accepted (`#N from`) and finished
+/// (`#N ended`), counted by the thread that drains its stderr.
+#[derive(Default)]
+struct ConnectionLines {
+    from: AtomicU64,
+    ended: AtomicU64,
+}
+
+impl ConnectionLines {
+    /// Waits until every connection netrecord accepted has ended: each scenario
+    /// has closed its clients by the time it stops the proxy, and a connection
+    /// that netrecord is still finishing when SIGTERM arrives may be missing from
+    /// the totals of its summary line.
+    fn settle(&self) {
+        let start = Instant::now();
+        while self.ended.load(Ordering::SeqCst) < self.from.load(Ordering::SeqCst) && start.elapsed() < SETTLE_DEADLINE
+        {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }
 }
 
 /// What a netrecord run left behind: its summary and its logs, which are removed
@@ -212,7 +238,9 @@ impl Running {
                 mut child,
                 root,
                 stderr,
+                lines,
             } => {
+                lines.settle();
                 // SAFETY: kill only sends a signal to the child we spawned.
                 unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGTERM) };
                 let (status, usage) = reap(&mut child);
@@ -331,8 +359,10 @@ fn start_netrecord(binary: &Path, ctx: &Context, upstream: SocketAddr) -> Result
         .map_err(|e| format!("cannot run {}: {e}", binary.display()))?;
     let stderr = child.stderr.take().expect("stderr is piped");
     let (tx, rx) = mpsc::channel();
+    let lines = Arc::new(ConnectionLines::default());
+    let counts = Arc::clone(&lines);
     // Drains stderr for the whole run (a full pipe would stall netrecord), hands
-    // the startup line over, and keeps the lines that are not per-connection.
+    // the startup line over, counts the per-connection lines and keeps the others.
     let drain = thread::spawn(move || {
         let mut kept = Vec::new();
         let mut tx = Some(tx);
@@ -342,7 +372,10 @@ fn start_netrecord(binary: &Path, ctx: &Context, upstream: SocketAddr) -> Result
                 if let Some(tx) = tx.take() {
                     let _ = tx.send(line);
                 }
-            } else if !is_connection_line(&line) && kept.len() < 100 {
+            } else if let Some(ended) = connection_line(&line) {
+                let count = if ended { &counts.ended } else { &counts.from };
+                count.fetch_add(1, Ordering::SeqCst);
+            } else if kept.len() < 100 {
                 kept.push(line);
             }
         }
@@ -354,6 +387,7 @@ fn start_netrecord(binary: &Path, ctx: &Context, upstream: SocketAddr) -> Result
             child,
             root,
             stderr: Some(drain),
+            lines,
         },
     };
     let line = rx
@@ -367,11 +401,17 @@ fn start_netrecord(binary: &Path, ctx: &Context, upstream: SocketAddr) -> Result
     Ok(running)
 }
 
-/// `netrecord: #N from ...` and `netrecord: #N ended ...`.
-fn is_connection_line(line: &str) -> bool {
-    line.strip_prefix("netrecord: #")
-        .and_then(|rest| rest.split_once(' '))
-        .is_some_and(|(_, rest)| rest.starts_with("from ") || rest.starts_with("ended "))
+/// `netrecord: #N from ...` (`Some(false)`) and `netrecord: #N ended ...`
+/// (`Some(true)`).
+fn connection_line(line: &str) -> Option<bool> {
+    let (_, rest) = line.strip_prefix("netrecord: #")?.split_once(' ')?;
+    if rest.starts_with("from ") {
+        Some(false)
+    } else if rest.starts_with("ended ") {
+        Some(true)
+    } else {
+        None
+    }
 }
 
 /// `netrecord: stopped after N connections: X bytes from clients, Y bytes from servers`.

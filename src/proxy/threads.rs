@@ -155,6 +155,49 @@ mod tests {
         assert_eq!(a, b);
     }
 
+    /// Waits until `n` threads are waiting for work.
+    fn wait_idle(threads: &Threads, n: usize) {
+        let start = Instant::now();
+        while threads.lock().len() < n {
+            assert!(start.elapsed() < Duration::from_secs(5), "the threads never went idle");
+            thread::yield_now();
+        }
+    }
+
+    #[test]
+    fn the_thread_that_started_waiting_last_gets_the_next_job() {
+        let threads = Arc::new(Threads::default());
+        let (ids, started) = mpsc::channel();
+        let mut release = Vec::new();
+        for job in 0..2 {
+            let (go, wait) = mpsc::channel::<()>();
+            let ids = ids.clone();
+            threads
+                .spawn(Box::new(move || {
+                    ids.send((job, thread::current().id())).unwrap();
+                    wait.recv_timeout(Duration::from_secs(5)).unwrap();
+                }))
+                .unwrap();
+            release.push(go);
+        }
+        let mut thread_of = [None, None];
+        for _ in 0..2 {
+            let (job, id) = started.recv_timeout(Duration::from_secs(5)).unwrap();
+            thread_of[job] = Some(id);
+        }
+        assert_ne!(thread_of[0], thread_of[1]);
+        // Job 0's thread starts waiting first, job 1's last.
+        for (job, go) in release.into_iter().enumerate() {
+            go.send(()).unwrap();
+            wait_idle(&threads, job + 1);
+        }
+        threads
+            .spawn(Box::new(move || ids.send((2, thread::current().id())).unwrap()))
+            .unwrap();
+        let (_, next) = started.recv_timeout(Duration::from_secs(5)).unwrap();
+        assert_eq!(Some(next), thread_of[1]);
+    }
+
     #[test]
     fn concurrent_jobs_get_threads_of_their_own() {
         let threads = Arc::new(Threads::default());

@@ -296,10 +296,19 @@ impl Peer for TlsPeer {
             .write_pending(&mut out)
             .and_then(|()| self.socket.shutdown(Shutdown::Write));
         match result {
-            // A peer that has closed its whole socket after hanging up (an
-            // HTTP/1.0 server, say) may answer the close_notify with a reset: our
-            // hang-up then has nobody left to tell, which is no failure.
+            // A peer that has closed its whole socket (an HTTP/1.0 server, say)
+            // may answer the close_notify with a reset, before or after we have
+            // read its own end: our hang-up then has nobody left to tell, which is
+            // no failure. A plain TCP half-close cannot fail that way either.
             Err(_) if self.hangup().is_some() => Ok(()),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::NotConnected | io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                Ok(())
+            }
             other => other,
         }
     }

@@ -330,6 +330,20 @@ pub(crate) fn test_entry(conn: u64, log: &Path, start_unix_us: u64, start_us: u6
     }
 }
 
+/// A run index for `root` holding connections 1 and 2 of one run (`<root>_1`,
+/// `<root>_2`, started 3 µs apart) and connection 3 of a later run, logged
+/// elsewhere (`/elsewhere/rec_3`).
+#[cfg(test)]
+pub(crate) fn write_test_index(root: &Path) {
+    let index = IndexWriter::open(root).unwrap();
+    let log = |n| crate::log::log_path(root, n);
+    index.append(&test_entry(1, &log(1), 5_000_100, 100)).unwrap();
+    index.append(&test_entry(2, &log(2), 5_002_003, 2_000)).unwrap();
+    index
+        .append(&test_entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
+        .unwrap();
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

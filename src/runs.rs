@@ -145,7 +145,7 @@ fn group_runs(starts: impl Iterator<Item = u64>) -> HashMap<u64, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{IndexWriter, test_entry};
+    use crate::index::write_test_index;
 
     fn epoch(runs: &mut Runs, log: &Path) -> Option<u64> {
         match runs.find(log, &mut |n| panic!("{n}")) {
@@ -158,17 +158,8 @@ mod tests {
     fn entries_give_one_start_per_run_and_others_say_why_not() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("rec");
-        let index = IndexWriter::open(&root).unwrap();
         // Two connections of one run (starts 3 µs apart), one of a later run.
-        index
-            .append(&test_entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
-            .unwrap();
-        index
-            .append(&test_entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
-            .unwrap();
-        index
-            .append(&test_entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
-            .unwrap();
+        write_test_index(&root);
         let mut runs = Runs::new();
         assert_eq!(epoch(&mut runs, &root.with_file_name("rec_1")), Some(5_000_000));
         assert_eq!(epoch(&mut runs, &root.with_file_name("rec_2")), Some(5_000_000));

@@ -176,7 +176,7 @@ fn name_port(name: &str) -> Option<u16> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::index::{IndexWriter, test_entry};
+    use crate::index::write_test_index;
 
     fn place(placer: &mut Placer, log: &Path, position: usize) -> (Placement, Vec<String>) {
         let mut notes = Vec::new();
@@ -188,17 +188,8 @@ mod tests {
     fn entries_give_addresses_and_one_start_per_run() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("rec");
-        let index = IndexWriter::open(&root).unwrap();
         // Two connections of one run (starts 3 µs apart), one of a later run.
-        index
-            .append(&test_entry(1, &dir.path().join("rec_1"), 5_000_100, 100))
-            .unwrap();
-        index
-            .append(&test_entry(2, &dir.path().join("rec_2"), 5_002_003, 2_000))
-            .unwrap();
-        index
-            .append(&test_entry(3, Path::new("/elsewhere/rec_3"), 9_000_050, 50))
-            .unwrap();
+        write_test_index(&root);
         let mut placer = Placer::new(None);
         let (one, notes) = place(&mut placer, &root.with_file_name("rec_1"), 0);
         assert!(notes.is_empty(), "{notes:?}");

@@ -156,8 +156,19 @@ pub fn is_index_path(path: &Path) -> bool {
 /// The index, open for append, shared by every connection of a run.
 #[derive(Debug)]
 pub struct IndexWriter {
-    file: Mutex<File>,
+    file: Mutex<Appending>,
     path: PathBuf,
+}
+
+/// The open index, and how far past its end space is reserved.
+#[derive(Debug)]
+pub struct Appending {
+    file: File,
+    /// The file's end as this writer last read it, plus what it has written
+    /// since (another netrecord sharing the root may have added more).
+    end: u64,
+    /// Where the space reserved at the last [`reserve`] ends.
+    reserved: u64,
 }
 
 impl IndexWriter {
@@ -191,7 +202,11 @@ impl IndexWriter {
         check_own(&meta).map_err(refuse)?;
         reserve(&file, meta.len());
         Ok(IndexWriter {
-            file: Mutex::new(file),
+            file: Mutex::new(Appending {
+                file,
+                end: meta.len(),
+                reserved: meta.len() + RESERVE,
+            }),
             path,
         })
     }
@@ -203,26 +218,53 @@ impl IndexWriter {
 
     /// The file's lock, for the proxy's exit at once: holding it means no line
     /// is half-written.
-    pub fn lock(&self) -> &Mutex<File> {
+    pub fn lock(&self) -> &Mutex<Appending> {
         &self.file
     }
 
     /// Appends one entry as one line, in one write. A line is never left torn:
     /// if the write fails partway (the disk is full past the reserve), the file
-    /// is cut back to where the line began, as the log writer does with records.
+    /// is cut back by what of the line got in, as the log writer does with
+    /// records.
     pub fn append(&self, entry: &Entry) -> io::Result<()> {
         let mut line = serde_json::to_vec(entry).map_err(io::Error::other)?;
         line.push(b'\n');
-        let mut file = self.file.lock().unwrap_or_else(|e| e.into_inner());
-        // Appends go to the end whatever it is now (another netrecord may share
-        // the root), so the cut point is the size just before this write.
-        let start = file.metadata()?.len();
-        if let Err(e) = file.write_all(&line) {
-            let _ = file.set_len(start);
-            return Err(e);
+        let mut index = self.file.lock().unwrap_or_else(|e| e.into_inner());
+        let mut written = 0;
+        while written < line.len() {
+            match index.file.write(&line[written..]) {
+                Ok(0) => return Err(index.take_back(written, io::ErrorKind::WriteZero.into())),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(index.take_back(written, e)),
+            }
         }
-        reserve(&file, start + line.len() as u64);
+        index.end += written as u64;
+        // The reserve is renewed once half of it is used, not for every line:
+        // it costs two system calls (measured: a tenth of a short connection's).
+        if index.end + RESERVE / 2 > index.reserved {
+            if let Ok(meta) = index.file.metadata() {
+                index.end = meta.len();
+            }
+            reserve(&index.file, index.end);
+            index.reserved = index.end + RESERVE;
+        }
         Ok(())
+    }
+}
+
+impl Appending {
+    /// Cuts off the `written` bytes of a line whose write failed partway, and
+    /// returns the write's error. Appends go to the end, whatever it is (another
+    /// netrecord may share the root), so the cut is from the end as it is now.
+    fn take_back(&mut self, written: usize, error: io::Error) -> io::Error {
+        if written > 0
+            && let Ok(meta) = self.file.metadata()
+        {
+            let _ = self.file.set_len(meta.len().saturating_sub(written as u64));
+            self.end = meta.len().saturating_sub(written as u64);
+        }
+        error
     }
 }
 
@@ -257,17 +299,18 @@ fn check_own(meta: &std::fs::Metadata) -> Result<(), String> {
     Ok(())
 }
 
-/// Space kept allocated past the index's end.
-const RESERVE: i64 = 64 * 1024;
+/// Space kept allocated past the index's end: renewed whenever less than half of
+/// it is left.
+const RESERVE: u64 = 64 * 1024;
 
-/// Keeps `RESERVE` bytes allocated past the end of the index (`len` bytes long)
+/// Allocates `RESERVE` bytes past the end of the index (`len` bytes long)
 /// without changing its size, so that when the disk fills up (and the logs stop
 /// recording) the index lines that say why can still be written. Best effort: a
 /// file system without `fallocate` simply gets no reserve.
 fn reserve(file: &File, len: u64) {
     use std::os::fd::AsRawFd;
     // SAFETY: fallocate on a file descriptor we own; KEEP_SIZE leaves its length alone.
-    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len as i64, RESERVE) };
+    unsafe { libc::fallocate(file.as_raw_fd(), libc::FALLOC_FL_KEEP_SIZE, len as i64, RESERVE as i64) };
 }
 
 /// Reads every entry of an index file, with a `netrecord:` note on stderr for

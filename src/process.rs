@@ -112,6 +112,12 @@ fn write_stderr(text: &str) {
 /// Lines waiting for a stderr that is slow or not read at all, at most.
 const MAX_QUEUED: usize = 4096;
 
+/// After each write the writer lets this long pass before its next one, so that
+/// a busy proxy's lines (two per connection) go out many to a write, and the
+/// writer wakes a few hundred times a second, not once per line. A line that
+/// comes while the writer is idle goes out at once.
+const GATHER: Duration = Duration::from_millis(2);
+
 /// The queue of lines for stderr, once the proxy has turned it on.
 static QUEUE: OnceLock<Queue> = OnceLock::new();
 
@@ -121,7 +127,7 @@ static QUEUE: OnceLock<Queue> = OnceLock::new();
 /// lines are dropped and counted, and the count is printed when stderr drains.
 struct Queue {
     state: Mutex<Queued>,
-    /// Signalled when a line is pushed.
+    /// Signalled when a line is pushed while the writer waits for one.
     pushed: Condvar,
     /// Signalled when the writer has written everything queued.
     drained: Condvar,
@@ -131,8 +137,13 @@ struct Queue {
 struct Queued {
     lines: VecDeque<String>,
     dropped: u64,
-    /// The writer is in the middle of a write.
+    /// The writer is in the middle of a write, or gathering before the next.
     writing: bool,
+    /// The writer waits on `pushed`: only then does a push need to wake it (a
+    /// wake-up is a system call even with no one waiting).
+    idle: bool,
+    /// Callers of [`flush_messages`] waiting on `drained`.
+    flushing: usize,
 }
 
 impl Queue {
@@ -147,34 +158,42 @@ impl Queue {
             return;
         }
         queued.lines.push_back(text);
-        self.pushed.notify_one();
+        if queued.idle {
+            self.pushed.notify_one();
+        }
     }
 
-    /// The writer thread: writes lines in order; once it has caught up after
-    /// dropping some, says how many.
+    /// The writer thread: writes what is queued, in order, in one write; once it
+    /// has caught up after dropping lines, says how many.
     fn write_forever(&self) {
         let mut queued = self.lock();
         loop {
-            let text = match queued.lines.pop_front() {
-                Some(text) => text,
-                None if queued.dropped > 0 => {
-                    let n = std::mem::take(&mut queued.dropped);
-                    format!(
-                        "netrecord: {n} message{} dropped: standard error was not being read\n",
-                        if n == 1 { "" } else { "s" }
-                    )
-                }
-                None => {
+            if queued.lines.is_empty() && queued.dropped == 0 {
+                queued.writing = false;
+                if queued.flushing > 0 {
                     self.drained.notify_all();
-                    queued = self.pushed.wait(queued).unwrap_or_else(|e| e.into_inner());
-                    continue;
                 }
-            };
+                queued.idle = true;
+                queued = self.pushed.wait(queued).unwrap_or_else(|e| e.into_inner());
+                queued.idle = false;
+                continue;
+            }
+            let mut text = String::new();
+            for line in queued.lines.drain(..) {
+                text.push_str(&line);
+            }
+            let n = std::mem::take(&mut queued.dropped);
+            if n > 0 {
+                text.push_str(&format!(
+                    "netrecord: {n} message{} dropped: standard error was not being read\n",
+                    if n == 1 { "" } else { "s" }
+                ));
+            }
             queued.writing = true;
             drop(queued);
             write_stderr(&text);
+            thread::sleep(GATHER);
             queued = self.lock();
-            queued.writing = false;
         }
     }
 }
@@ -208,10 +227,13 @@ pub fn flush_messages(within: Duration) -> bool {
     let Some(queue) = QUEUE.get() else { return true };
     let deadline = Instant::now() + within;
     let mut queued = queue.lock();
+    queued.flushing += 1;
+    let mut done = true;
     while !queued.lines.is_empty() || queued.dropped > 0 || queued.writing {
         let now = Instant::now();
         if now >= deadline {
-            return false;
+            done = false;
+            break;
         }
         queued = queue
             .drained
@@ -219,5 +241,6 @@ pub fn flush_messages(within: Duration) -> bool {
             .unwrap_or_else(|e| e.into_inner())
             .0;
     }
-    true
+    queued.flushing -= 1;
+    done
 }

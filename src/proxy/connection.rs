@@ -319,12 +319,12 @@ pub(super) fn serve(shared: &Arc<Shared>, conn: &Arc<Conn>, client: TcpStream) {
     let connect = || crate::net::connect_first(&config.upstream_name, &config.upstream, config.connect_timeout);
     let Some(tls) = config.tls.as_deref() else {
         let server = match connect() {
-            Ok(server) => server,
+            Ok((server, addr)) => {
+                conn.set_upstream(addr);
+                server
+            }
             Err(e) => return refuse(shared, conn, client, &e),
         };
-        if let Ok(addr) = server.peer_addr() {
-            conn.set_upstream(addr);
-        }
         return relay_both(
             shared,
             conn,
@@ -344,9 +344,11 @@ fn serve_tls(
     conn: &Arc<Conn>,
     mut client: TcpStream,
     tls: &Tls,
-    connect: impl FnOnce() -> io::Result<TcpStream>,
+    connect: impl FnOnce() -> io::Result<(TcpStream, SocketAddr)>,
 ) {
     let mut info = TlsInfo::default();
+    // No Nagle's delay for the handshake's small messages either.
+    let _ = client.set_nodelay(true);
     let hello = match &tls.listen {
         Some(listen) => match listen.read_hello(&mut client) {
             Ok(hello) => Some(hello),
@@ -355,15 +357,15 @@ fn serve_tls(
         None => None,
     };
     let server = match connect() {
-        Ok(server) => server,
+        Ok((server, addr)) => {
+            conn.set_upstream(addr);
+            server
+        }
         // A plain client may have sent bytes meanwhile; a TLS client has sent
         // nothing but its handshake.
         Err(e) if hello.is_none() => return refuse(shared, conn, client, &e),
         Err(e) => return fail_setup(shared, conn, Side::Server, &e, info, [Some(client), None]),
     };
-    if let Ok(addr) = server.peer_addr() {
-        conn.set_upstream(addr);
-    }
     let (server, chosen): (Arc<dyn Peer>, Option<Vec<u8>>) = match &tls.upstream {
         Some(upstream) => {
             let sni = hello.as_ref().and_then(|h| h.sni.as_deref());

@@ -25,7 +25,7 @@ use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -184,6 +184,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         max_connections: args.max_connections,
         live: Mutex::new(HashMap::new()),
         left: Condvar::new(),
+        waiting: AtomicUsize::new(0),
         connections: AtomicU64::new(0),
         client_bytes: AtomicU64::new(0),
         server_bytes: AtomicU64::new(0),
@@ -293,12 +294,19 @@ struct Run {
     /// Connections whose index line is not written yet: those in flight, and
     /// those to report at a stop.
     live: Mutex<HashMap<u64, Arc<Conn>>>,
-    /// Signalled whenever a connection leaves `live`.
+    /// Signalled whenever a connection leaves `live` while someone waits.
     left: Condvar,
+    /// Threads waiting on `left`; changed only with `live` locked, so that a
+    /// connection leaving sees every waiter (and wakes no one when none waits:
+    /// a wake-up is a system call even then).
+    waiting: AtomicUsize,
     connections: AtomicU64,
     client_bytes: AtomicU64,
     server_bytes: AtomicU64,
 }
+
+/// The live set, locked.
+type Live<'a> = MutexGuard<'a, HashMap<u64, Arc<Conn>>>;
 
 /// What a connection thread is given: its forward, and the run.
 struct Shared {
@@ -308,14 +316,32 @@ struct Shared {
 }
 
 impl Run {
-    fn live(&self) -> MutexGuard<'_, HashMap<u64, Arc<Conn>>> {
+    fn live(&self) -> Live<'_> {
         self.live.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Takes a connection whose index line is written out of the live set.
     fn forget(&self, n: u64) {
-        self.live().remove(&n);
-        self.left.notify_all();
+        let waiting = {
+            let mut live = self.live();
+            live.remove(&n);
+            self.waiting.load(Ordering::SeqCst)
+        };
+        if waiting > 0 {
+            self.left.notify_all();
+        }
+    }
+
+    /// Waits on `left` until a connection leaves or `timeout` passes.
+    fn wait_left<'a>(&self, live: Live<'a>, timeout: Duration) -> Live<'a> {
+        self.waiting.fetch_add(1, Ordering::SeqCst);
+        let live = self
+            .left
+            .wait_timeout(live, timeout)
+            .unwrap_or_else(|e| e.into_inner())
+            .0;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        live
     }
 
     /// Waits while `--max-connections` are in flight; false if the run stops
@@ -326,11 +352,7 @@ impl Run {
             if stop.is_triggered() {
                 return false;
             }
-            live = self
-                .left
-                .wait_timeout(live, STOP_POLL)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            live = self.wait_left(live, STOP_POLL);
         }
         !stop.is_triggered()
     }
@@ -362,11 +384,7 @@ impl Run {
                 );
                 return;
             }
-            live = self
-                .left
-                .wait_timeout(live, deadline - now)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            live = self.wait_left(live, deadline - now);
         }
     }
 
@@ -404,10 +422,15 @@ fn accept_loop(listeners: &[(TcpListener, Arc<Shared>)], run: &Run, stop: &Stop)
     let mut turn = 0;
     let mut backoff = Backoff::default();
     while run.wait_for_room(stop) {
-        // SAFETY: fds is a valid array of pollfd of the length given.
-        let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_TIMEOUT_MS) };
-        if ready <= 0 {
-            continue;
+        // A listener that was ready stays so (its `revents` kept) until its
+        // accept finds no client waiting: under load the loop accepts without
+        // polling in between.
+        if fds.iter().all(|fd| fd.revents == 0) {
+            // SAFETY: fds is a valid array of pollfd of the length given.
+            let ready = unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, POLL_TIMEOUT_MS) };
+            if ready <= 0 {
+                continue;
+            }
         }
         // One accept per round, taking the listeners in turn, so that a busy
         // forward does not starve the others and the room check stays exact.
@@ -419,7 +442,11 @@ fn accept_loop(listeners: &[(TcpListener, Arc<Shared>)], run: &Run, stop: &Stop)
         };
         turn = i + 1;
         let (listener, shared) = &listeners[i];
-        match listener.accept() {
+        let accepted = listener.accept();
+        if accepted.is_err() {
+            fds[i].revents = 0;
+        }
+        match accepted {
             Ok((client, addr)) => {
                 if let Some(pause) = backoff.recovered() {
                     say!("accepting again after {pause}");
@@ -526,13 +553,17 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
     let who = Accepted {
         n,
         client: addr,
-        listen: client.local_addr().ok(),
+        // A listener on one address is that address; one on every address
+        // (`0.0.0.0`, `::`) must ask which one the client reached.
+        listen: if shared.config.listen.ip().is_unspecified() {
+            client.local_addr().ok()
+        } else {
+            Some(shared.config.listen)
+        },
         upstream_name: shared.config.upstream_name.clone(),
         log_path: path,
     };
     let conn = Arc::new(Conn::open(who, log, run.clock, Arc::clone(&run.budget)));
-    // The proxy must not add Nagle's delay to small messages.
-    let _ = client.set_nodelay(true);
     run.connections.fetch_add(1, Ordering::SeqCst);
     let port = shared.config.listen.port();
     let name = &shared.config.upstream_name;

@@ -151,7 +151,7 @@ impl Server {
     /// Connects and replays one script; returns how the server is named in
     /// messages, and what happened.
     fn replay(&self, script: &Script, options: Options) -> anyhow::Result<(String, Outcome)> {
-        let stream = crate::net::connect_first(&self.name, &self.addrs, self.timeout)?;
+        let (stream, _) = crate::net::connect_first(&self.name, &self.addrs, self.timeout)?;
         let target = self.target(&stream);
         // Recorded chunks go out as recorded, without Nagle's delay.
         let _ = stream.set_nodelay(true);

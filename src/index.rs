@@ -430,6 +430,27 @@ mod tests {
         assert_eq!(read_index(index.path()).unwrap(), vec![entry(1), entry(2)]);
     }
 
+    #[test]
+    fn space_stays_reserved_past_the_end_as_the_index_grows() {
+        use std::os::unix::fs::MetadataExt;
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rec");
+        let index = IndexWriter::open(&root).unwrap();
+        // Far more than one reserve's worth of lines.
+        for n in 1..=2_000 {
+            index.append(&entry(n)).unwrap();
+        }
+        let meta = std::fs::metadata(index_path(&root)).unwrap();
+        assert!(meta.len() > 3 * RESERVE, "{} bytes", meta.len());
+        assert!(
+            meta.blocks() * 512 >= meta.len() + RESERVE / 2,
+            "{} bytes allocated for {} bytes",
+            meta.blocks() * 512,
+            meta.len()
+        );
+        assert_eq!(read_index(&index_path(&root)).unwrap().len(), 2_000);
+    }
+
     fn read_with_notes(path: &Path) -> (Vec<Entry>, Vec<String>) {
         let mut notes = Vec::new();
         let entries = read_index_noting(path, &mut |n| notes.push(n)).unwrap();

@@ -63,7 +63,8 @@ uninstall:
 clean:
 	$(CARGO) clean
 
-# Races traffic through netrecord against a direct connection and socat; prints
-# a table of medians and ratios. `make bench BENCH_ARGS=--quick` for a short run.
+# Races traffic through netrecord against a direct connection, socat and haproxy
+# (those two only if installed: it installs nothing); prints a table of medians
+# and ratios. `make bench BENCH_ARGS=--quick` for a short run.
 bench: build
 	$(CARGO) bench --locked --bench race -- $(BENCH_ARGS)

@@ -2,7 +2,8 @@
 //! connection, whatever carries it.
 //!
 //! The relay ([`crate::proxy`]'s `relay.rs`) pumps one direction with four
-//! operations on the two peers: receive what one peer sent, send it all to the
+//! operations on the two peers: receive what one peer sent (or, while the relay
+//! polls, only what is already there), send it all to the
 //! other, pass a hang-up on as a half-close, and abort both with a reset when
 //! anything fails. [`Peer`] is those four operations. [`TcpPeer`] implements them
 //! on a plain socket; the TLS implementation (in [`crate::tls`]) implements them
@@ -30,6 +31,12 @@ pub(crate) trait Peer: Send + Sync {
     /// Receives the next bytes this peer sent into `buf`'s spare capacity (after
     /// clearing it) and returns how many; `Ok(0)` means the peer hung up.
     fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize>;
+
+    /// Like [`Peer::recv`], but returns `Ok(None)` at once when nothing is
+    /// waiting. A peer that cannot tell waits, as [`Peer::recv`] does.
+    fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        self.recv(buf).map(Some)
+    }
 
     /// Sends all of `data` to this peer. Fails once [`Peer::abort`] was called,
     /// also when the send was blocked on a peer that is not reading.
@@ -75,6 +82,20 @@ impl TcpPeer {
 impl Peer for TcpPeer {
     fn recv(&self, buf: &mut Vec<u8>) -> io::Result<usize> {
         recv_into(&self.socket, buf)
+    }
+
+    fn try_recv(&self, buf: &mut Vec<u8>) -> io::Result<Option<usize>> {
+        buf.clear();
+        let spare: &mut [MaybeUninit<u8>] = buf.spare_capacity_mut();
+        match SockRef::from(&self.socket).recv_with_flags(spare, libc::MSG_DONTWAIT) {
+            Ok(n) => {
+                // SAFETY: recv initialised the first n bytes of the spare capacity.
+                unsafe { buf.set_len(n) };
+                Ok(Some(n))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     fn send_all(&self, data: &[u8]) -> io::Result<()> {
@@ -159,6 +180,32 @@ mod tests {
         // SAFETY: FIONREAD writes one int into `n`.
         unsafe { libc::ioctl(socket.as_raw_fd(), libc::FIONREAD, &mut n) };
         n
+    }
+
+    #[test]
+    fn try_recv_takes_only_what_is_there_and_sees_a_hang_up() {
+        let (ours, mut theirs) = pair();
+        let peer = TcpPeer::new(ours);
+        let mut buf = Vec::with_capacity(16);
+        assert_eq!(peer.try_recv(&mut buf).unwrap(), None);
+        theirs.write_all(b"hello").unwrap();
+        let start = std::time::Instant::now();
+        let n = loop {
+            if let Some(n) = peer.try_recv(&mut buf).unwrap() {
+                break n;
+            }
+            assert!(start.elapsed() < Duration::from_secs(10), "the bytes never came");
+            std::thread::yield_now();
+        };
+        assert_eq!((n, &buf[..]), (5, &b"hello"[..]));
+        assert_eq!(peer.try_recv(&mut buf).unwrap(), None);
+        theirs.shutdown(Shutdown::Write).unwrap();
+        let start = std::time::Instant::now();
+        while peer.try_recv(&mut buf).unwrap().is_none() {
+            assert!(start.elapsed() < Duration::from_secs(10), "the hang-up never came");
+            std::thread::yield_now();
+        }
+        assert!(buf.is_empty(), "a hang-up is a receive of nothing");
     }
 
     #[test]

@@ -467,7 +467,7 @@ fn relay_both(shared: &Arc<Shared>, conn: &Arc<Conn>, client: Arc<dyn Peer>, ser
         };
         let (client, server) = (Arc::clone(&client), Arc::clone(&server));
         shared.threads.spawn(Box::new(move || {
-            relay::pump(&last.conn, Side::Server, &*server, &*client);
+            relay::pump(&last.conn, Side::Server, &*server, &*client, &last.shared.run.polling);
             drop((server, client));
             drop(last);
         }))
@@ -478,7 +478,7 @@ fn relay_both(shared: &Arc<Shared>, conn: &Arc<Conn>, client: Arc<dyn Peer>, ser
         running,
     };
     match back {
-        Ok(()) => relay::pump(conn, Side::Client, &*client, &*server),
+        Ok(()) => relay::pump(conn, Side::Client, &*client, &*server, &shared.run.polling),
         Err(e) => {
             // The job went down with the failed spawn, and its `LastOut` with it.
             let e = io::Error::new(e.kind(), format!("could not start a relay thread: {e}"));

@@ -185,6 +185,7 @@ pub fn run(args: &RecordArgs) -> anyhow::Result<ExitCode> {
         live: Mutex::new(HashMap::new()),
         left: Condvar::new(),
         waiting: AtomicUsize::new(0),
+        polling: relay::Polling::new(),
         connections: AtomicU64::new(0),
         client_bytes: AtomicU64::new(0),
         server_bytes: AtomicU64::new(0),
@@ -300,6 +301,8 @@ struct Run {
     /// connection leaving sees every waiter (and wakes no one when none waits:
     /// a wake-up is a system call even then).
     waiting: AtomicUsize,
+    /// When relay threads poll before they block (counts connections in flight).
+    polling: relay::Polling,
     connections: AtomicU64,
     client_bytes: AtomicU64,
     server_bytes: AtomicU64,
@@ -324,7 +327,9 @@ impl Run {
     fn forget(&self, n: u64) {
         let waiting = {
             let mut live = self.live();
-            live.remove(&n);
+            if live.remove(&n).is_some() {
+                self.polling.ended();
+            }
             self.waiting.load(Ordering::SeqCst)
         };
         if waiting > 0 {
@@ -576,6 +581,7 @@ fn accept(shared: &Arc<Shared>, client: TcpStream, addr: SocketAddr, next: &mut 
         None => {}
     }
     run.live().insert(n, Arc::clone(&conn));
+    run.polling.started();
     let (shared2, conn2) = (Arc::clone(shared), Arc::clone(&conn));
     let spawned = shared
         .threads

@@ -642,3 +642,41 @@ fn the_demo_records_and_prints_an_exchange() {
         "{out}"
     );
 }
+
+/// CPU time (user and system, in clock ticks) the process `pid` has used so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // The fields after the command name, which is in parentheses and may hold spaces.
+    let fields: Vec<&str> = stat.rsplit_once(')').unwrap().1.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; the state (field 3) is first here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// While round trips follow each other quickly the relay threads poll before they
+/// block; once the conversation goes quiet they must block, not keep polling.
+#[test]
+fn a_connection_gone_quiet_after_quick_round_trips_costs_no_cpu() {
+    let upstream = Upstream::echo();
+    let proxy = Proxy::start(upstream.addr, &["-q"]);
+    let s = connect(proxy.addr);
+    let mut sent = Vec::new();
+    for i in 0..500 {
+        let message = format!("message {i:03}\n");
+        send(&s, message.as_bytes());
+        assert_eq!(read_n(&s, message.len()), message.as_bytes());
+        sent.extend_from_slice(message.as_bytes());
+    }
+    let before = cpu_ticks(proxy.pid());
+    // The connection idles for a second: a thread that kept polling would use
+    // all of it (100 ticks), one that blocks next to none.
+    thread::sleep(Duration::from_secs(1));
+    let used = cpu_ticks(proxy.pid()) - before;
+    assert!(used < 20, "the idle proxy used {used} ticks of CPU in one second");
+    s.shutdown(Shutdown::Write).unwrap();
+    assert!(read_all(&s).is_empty());
+    let entries = proxy.wait_ended(1);
+    assert_eq!(entries[0].client_bytes, sent.len() as u64);
+    let log = valid_log(&proxy.log(1));
+    assert_eq!(log.client, sent, "every message recorded");
+    assert_eq!(log.server, sent);
+}

@@ -35,7 +35,7 @@ const SHORT_WAITS: u32 = 2;
 /// like that. Polling (a receive that does not wait, then `sched_yield`, which
 /// gives the core to any thread that has work) saves that while the answer is
 /// near: measured with `make bench`, round trips on one connection went 1.27x to
-/// 1.31x as fast. But it costs CPU (1.6x to 1.8x per round trip), and where
+/// 1.37x as fast. But it costs CPU (1.6x to 1.8x per round trip), and where
 /// connections outnumber the cores the cores are busy anyway and a polling
 /// thread only takes time from the others (fan-in, 50 connections: 0.92x to
 /// 0.98x). So a thread polls only while its connection's recent waits were

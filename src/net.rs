@@ -36,8 +36,8 @@ pub fn display_name(host: &str, port: u16) -> String {
 }
 
 /// Connects to the first of `addrs` that accepts, each within `timeout`, and says
-/// which one it reached. The error
-/// keeps the last attempt's kind and names the server and every address tried:
+/// which one it reached. The error keeps the last attempt's kind and names the
+/// server and every address tried:
 /// `could not connect to db.local:5432 (10.0.0.7:5432): Connection refused`.
 pub fn connect_first(name: &str, addrs: &[SocketAddr], timeout: Duration) -> io::Result<(TcpStream, SocketAddr)> {
     let mut last = io::Error::new(io::ErrorKind::InvalidInput, "no addresses to try");

@@ -81,6 +81,15 @@ fn quantile(lat: &mut [u64], q: f64, div: f64) -> f64 {
     lat[i] as f64 / div
 }
 
+/// The rows of a bulk transfer's throughput each way and both ways, in Gbit/s.
+pub fn throughput(up: f64, down: f64, both: f64) -> Vec<Sample> {
+    vec![
+        Sample::new("Gbit/s c->s", up, Agg::Median),
+        Sample::new("Gbit/s s->c", down, Agg::Median),
+        Sample::new("Gbit/s both", both, Agg::Median),
+    ]
+}
+
 /// One connection: `bulk_bytes` client to server, then as much back. Before
 /// netrecord's run, the write ceiling: the same bytes netrecord's log receives,
 /// written into a fresh file in the log directory.
@@ -96,11 +105,7 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     let stopped = path.stop()?;
     drop(server);
     check_recorded(kind, &stopped, n, n)?;
-    let mut samples = vec![
-        Sample::new("Gbit/s c->s", up, Agg::Median),
-        Sample::new("Gbit/s s->c", down, Agg::Median),
-        Sample::new("Gbit/s both", both, Agg::Median),
-    ];
+    let mut samples = throughput(up, down, both);
     if let Some(ceiling) = ceiling {
         samples.push(Sample::new(WRITE_CEILING, ceiling, Agg::Median));
     }

@@ -457,10 +457,7 @@ fn collect_logs(root: &Path) -> Stopped {
 fn start_socat(upstream: SocketAddr) -> Result<Running, String> {
     let mut last = String::new();
     for _ in 0..LISTEN_ATTEMPTS {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot pick a free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let mut child = Command::new("socat")
             .arg(format!("TCP-LISTEN:{port},fork,reuseaddr,bind=127.0.0.1,backlog=1024"))
             .arg(format!("TCP:{upstream}"))
@@ -510,14 +507,20 @@ fn haproxy_config(port: u16, upstream: SocketAddr) -> String {
     )
 }
 
+/// A loopback port nobody listens on now (another process may take it before
+/// the proxy binds it: the callers retry).
+fn free_port() -> Result<u16, String> {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .map_err(|e| format!("cannot pick a free port: {e}"))
+}
+
 /// haproxy in the foreground (`-db`), on a free port picked like socat's.
 fn start_haproxy(ctx: &Context, upstream: SocketAddr) -> Result<Running, String> {
     let mut last = String::new();
     for _ in 0..LISTEN_ATTEMPTS {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .map_err(|e| format!("cannot pick a free port: {e}"))?
-            .port();
+        let port = free_port()?;
         let config = ctx
             .log_dir
             .join(format!("haproxy{}.cfg", RUN.fetch_add(1, Ordering::SeqCst)));

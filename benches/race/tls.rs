@@ -27,9 +27,9 @@ use rustls::{
 use rustls_pki_types::pem::PemObject;
 
 use crate::Options;
-use crate::load::{bulk_transfer, check_recorded, connect, per_round_trip, per_unit, round_trips};
+use crate::load::{bulk_transfer, check_recorded, connect, per_round_trip, per_unit, round_trips, throughput};
 use crate::paths::{Context, Kind, Running};
-use crate::report::{Agg, Sample};
+use crate::report::Sample;
 use crate::upstream::{self, Server, Stream};
 
 /// The TLS material of one bench run.
@@ -186,11 +186,7 @@ pub fn bulk(opts: &Options, ctx: &Context, kind: Kind) -> Result<Vec<Sample>, St
     let stopped = path.stop()?;
     drop(server);
     check_recorded(kind, &stopped, n, n)?;
-    let mut samples = vec![
-        Sample::new("Gbit/s c->s", up, Agg::Median),
-        Sample::new("Gbit/s s->c", down, Agg::Median),
-        Sample::new("Gbit/s both", both, Agg::Median),
-    ];
+    let mut samples = throughput(up, down, both);
     samples.extend(per_unit(&stopped, (2 * n) as f64 / 1e9, ("proxy CPU s/GB", 1.0), None));
     Ok(samples)
 }

@@ -895,6 +895,18 @@ mod tests {
 
     /// A valid sequence of records: con, then data from either side, each side
     /// optionally hanging up, optionally ending in an err.
+    /// The bytes of a log holding `records`, as the writer formats them.
+    fn encode(records: &[(Side, u64, Event, Vec<u8>)]) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        for (side, t, event, payload) in records {
+            let mut h = [0u8; MAX_HEADER];
+            let n = crate::log::writer::format_header(&mut h, *side, Micros(*t), *event);
+            bytes.extend_from_slice(&h[..n]);
+            bytes.extend_from_slice(payload);
+        }
+        bytes
+    }
+
     fn arb_log() -> impl Strategy<Value = Vec<(Side, u64, Event, Vec<u8>)>> {
         let step = (
             any::<bool>(),
@@ -946,13 +958,7 @@ mod tests {
 
         #[test]
         fn pieces_read_what_whole_payloads_read(records in arb_log(), cut in any::<prop::sample::Index>(), max in 1usize..20) {
-            let mut bytes = Vec::new();
-            for (side, t, event, payload) in &records {
-                let mut h = [0u8; MAX_HEADER];
-                let n = crate::log::writer::format_header(&mut h, *side, Micros(*t), *event);
-                bytes.extend_from_slice(&h[..n]);
-                bytes.extend_from_slice(payload);
-            }
+            let bytes = encode(&records);
             let bytes = &bytes[..cut.index(bytes.len() + 1)];
             let (whole, whole_end) = read_all(bytes);
             let (pieces, pieces_end) = read_in_pieces(bytes, max);
@@ -977,13 +983,7 @@ mod tests {
 
         #[test]
         fn mutated_logs_never_panic(records in arb_log(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
-            let mut bytes = Vec::new();
-            for (side, t, event, payload) in &records {
-                let mut h = [0u8; MAX_HEADER];
-                let n = crate::log::writer::format_header(&mut h, *side, Micros(*t), *event);
-                bytes.extend_from_slice(&h[..n]);
-                bytes.extend_from_slice(payload);
-            }
+            let mut bytes = encode(&records);
             let i = at.index(bytes.len());
             bytes[i] = byte;
             let _ = read_all(&bytes);

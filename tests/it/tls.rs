@@ -511,14 +511,8 @@ fn sixty_four_mib_each_way_through_tls_on_both_legs() {
 #[test]
 fn half_close_through_tls_lets_the_server_answer_after_the_clients_close_notify() {
     let ca = TestCa::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = ca.server_config();
     // The server reads until the client's close_notify, then answers and closes.
-    let server = thread::spawn(move || {
-        let (socket, _) = listener.accept().unwrap();
-        socket.set_read_timeout(Some(DEADLINE)).unwrap();
-        let mut stream = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), socket);
+    let (addr, server) = tls_server_once(&ca, |mut stream| {
         let mut request = Vec::new();
         stream.read_to_end(&mut request).unwrap();
         stream.write_all(b"you said: ").unwrap();
@@ -540,14 +534,8 @@ fn half_close_through_tls_lets_the_server_answer_after_the_clients_close_notify(
 #[test]
 fn half_close_through_tls_lets_the_client_go_on_after_the_servers_close_notify() {
     let ca = TestCa::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = ca.server_config();
     // The server greets and hangs up its sending half at once, then reads.
-    let server = thread::spawn(move || {
-        let (socket, _) = listener.accept().unwrap();
-        socket.set_read_timeout(Some(DEADLINE)).unwrap();
-        let mut stream = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), socket);
+    let (addr, server) = tls_server_once(&ca, |mut stream| {
         stream.write_all(b"hello, then bye").unwrap();
         stream.conn.send_close_notify();
         stream.flush().unwrap();
@@ -573,13 +561,8 @@ fn half_close_through_tls_lets_the_client_go_on_after_the_servers_close_notify()
 #[test]
 fn a_fin_without_close_notify_is_a_hup_that_the_index_notes() {
     let ca = TestCa::new();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let config = ca.server_config();
     // The server answers, then closes TCP without a TLS close_notify.
-    thread::spawn(move || {
-        let (socket, _) = listener.accept().unwrap();
-        let mut stream = rustls::StreamOwned::new(rustls::ServerConnection::new(config).unwrap(), socket);
+    let (addr, _server) = tls_server_once(&ca, |mut stream| {
         stream.write_all(b"bye").unwrap();
         stream.flush().unwrap();
         stream.sock.shutdown(Shutdown::Write).unwrap();
@@ -695,6 +678,26 @@ fn still_serves(proxy: &Proxy, ca: &Path, n: usize) {
 
 /// A TLS echo server in the test for the failure cases: echoes each connection
 /// until its client hangs up.
+/// A TLS server for one connection on a port of its own: `serve` gets the
+/// accepted stream (its reads time out at the deadline), and the handle its result.
+fn tls_server_once<T: Send + 'static>(
+    ca: &TestCa,
+    serve: impl FnOnce(rustls::StreamOwned<rustls::ServerConnection, TcpStream>) -> T + Send + 'static,
+) -> (SocketAddr, thread::JoinHandle<T>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let config = ca.server_config();
+    let server = thread::spawn(move || {
+        let (socket, _) = listener.accept().unwrap();
+        socket.set_read_timeout(Some(DEADLINE)).unwrap();
+        serve(rustls::StreamOwned::new(
+            rustls::ServerConnection::new(config).unwrap(),
+            socket,
+        ))
+    });
+    (addr, server)
+}
+
 fn tls_echo(ca: &TestCa) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
